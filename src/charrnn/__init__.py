@@ -1,0 +1,3 @@
+"""charrnn: character-level recurrent language models as a reproducible pipeline."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,25 @@
+"""One error type for every problem a user can fix, and one way to report it."""
+
+import functools
+import sys
+
+
+class CharRNNError(Exception):
+    """A problem with the user's input or files, reported as one line without a traceback."""
+
+
+def exit_on_error(main):
+    """Wrap a command's entry point: a CharRNNError becomes `error: ...` on stderr and exit 1."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except CharRNNError as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    return wrapper

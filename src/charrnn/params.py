@@ -1,0 +1,125 @@
+"""The params schema: every hyperparameter's type, allowed range and default, checked once, up front.
+
+Stages and commands call `load()` and get a flat dict of validated plain values. Nested sections of
+params.yaml (e.g. `sample: {length: ...}`) appear as dotted keys (`sample.length`).
+"""
+
+import difflib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from charrnn.corpus import CORPORA
+from charrnn.errors import CharRNNError
+
+
+@dataclass(frozen=True)
+class Param:
+    default: Any
+    kind: type  # bool, int, float or str
+    rule: str  # the allowed values in words, for error messages
+    ok: Callable[[Any], bool] = lambda value: True
+
+
+def _at_least(low):
+    return lambda value: value >= low
+
+
+SCHEMA = {
+    "corpus": Param(
+        "anna", str,
+        f"a corpus name ({', '.join(CORPORA)}) or a path to a UTF-8 text file",
+        lambda value: value.strip() != "",
+    ),
+    "train_frac": Param(0.9, float, "a fraction in (0, 1]", lambda value: 0 < value <= 1),
+    "val_frac": Param(0.05, float, "a fraction in (0, 1)", lambda value: 0 < value < 1),
+    "test_frac": Param(0.05, float, "a fraction in [0, 1)", lambda value: 0 <= value < 1),
+    "batch_size": Param(64, int, "an integer >= 1", _at_least(1)),
+    "num_steps": Param(100, int, "an integer >= 1", _at_least(1)),
+    "seed": Param(1234, int, "an integer >= 0", _at_least(0)),
+}
+
+
+def defaults():
+    """The default value of every param, as a flat dict."""
+    return {name: param.default for name, param in SCHEMA.items()}
+
+
+def load(path="params.yaml"):
+    """Read, flatten and validate a params file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CharRNNError(f"{path}: file not found (run from the project root, where params.yaml is)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise CharRNNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise CharRNNError(f"{path}: expected a mapping of param names to values")
+    return validate(_flatten(raw), source=str(path))
+
+
+def validate(raw, source="params"):
+    """Check names, types, ranges and cross-field rules; return a new dict of clean values."""
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, SCHEMA, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise CharRNNError(f"{source}: unknown param '{name}'{hint}")
+    missing = [name for name in SCHEMA if name not in raw]
+    if missing:
+        name = missing[0]
+        raise CharRNNError(f"{source}: missing param '{name}' (add e.g. `{name}: {SCHEMA[name].default}`)")
+
+    clean = {name: _checked(name, raw[name], source) for name in SCHEMA}
+
+    total = clean["train_frac"] + clean["val_frac"] + clean["test_frac"]
+    if total > 1 + 1e-9:
+        raise CharRNNError(
+            f"{source}: train_frac + val_frac + test_frac must be at most 1 (got {total:g})"
+        )
+    return clean
+
+
+def _checked(name, value, source):
+    param = SCHEMA[name]
+    converted = _convert(value, param.kind)
+    if converted is None or not param.ok(converted):
+        raise CharRNNError(f"{source}: {name} must be {param.rule} (got {value!r})")
+    return converted
+
+
+def _convert(value, kind):
+    """`value` as `kind`, or None when it is not of that type. Booleans are never numbers."""
+    if isinstance(value, bool):
+        return value if kind is bool else None
+    if kind is int:
+        return value if isinstance(value, int) else None
+    if kind is float:
+        if isinstance(value, str):
+            # PyYAML reads `1e-3` (no dot) as a string; DVC's `-S learning_rate=1e-3` writes that.
+            try:
+                value = float(value)
+            except ValueError:
+                return None
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        return None
+    if kind is str:
+        return value if isinstance(value, str) else None
+    return None
+
+
+def _flatten(raw, prefix=""):
+    flat = {}
+    for key, value in raw.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat

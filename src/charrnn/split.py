@@ -1,0 +1,35 @@
+"""Contiguous train / val / test split of the encoded corpus."""
+
+import numpy as np
+
+from charrnn.errors import CharRNNError
+
+SPLITS = ("train", "val", "test")
+
+
+def split_bounds(length, train_frac, val_frac, test_frac):
+    """(start, end) of each split: consecutive, by fractions of `length`, each end rounded down.
+
+    With train_frac=0.9, val_frac=0.1, test_frac=0 this is the common tiny-shakespeare benchmark
+    split (nanoGPT's shakespeare_char: 1,003,854 / 111,540 characters).
+    """
+    # the epsilon keeps 0.7 + 0.2 + 0.1 (= 0.9999999999999999) from losing the last character
+    ends = np.floor(np.cumsum([train_frac, val_frac, test_frac]) * length + 1e-6).astype(int)
+    ends = np.minimum(ends, length)
+    starts = np.concatenate([[0], ends[:-1]])
+    return {name: (int(s), int(e)) for name, s, e in zip(SPLITS, starts, ends)}
+
+
+def split_array(encoded, params):
+    """Views of `encoded` for each split; every non-empty split must hold at least one batch."""
+    bounds = split_bounds(len(encoded), params["train_frac"], params["val_frac"], params["test_frac"])
+    one_batch = params["batch_size"] * params["num_steps"] + 1
+    for name, (start, end) in bounds.items():
+        wanted = params[f"{name}_frac"] > 0
+        if wanted and end - start < one_batch:
+            raise CharRNNError(
+                f"the {name} split has {end - start:,} characters, fewer than one batch "
+                f"(batch_size x num_steps + 1 = {one_batch:,}): raise {name}_frac or lower "
+                "batch_size / num_steps"
+            )
+    return {name: encoded[start:end] for name, (start, end) in bounds.items()}

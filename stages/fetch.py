@@ -1,0 +1,16 @@
+"""Stage fetch: put the corpus named in params.yaml at data/raw/<name>.txt, checksum verified."""
+
+from charrnn import corpus, params
+from charrnn.errors import exit_on_error
+
+RAW_DIR = "data/raw"
+
+
+@exit_on_error
+def main():
+    p = params.load()
+    corpus.fetch(corpus.resolve(p["corpus"]), RAW_DIR)
+
+
+if __name__ == "__main__":
+    main()

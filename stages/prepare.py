@@ -1,0 +1,26 @@
+"""Stage prepare: build the vocabulary and encode the corpus into a compact id array."""
+
+from pathlib import Path
+
+from charrnn import corpus, params
+from charrnn.errors import exit_on_error
+from charrnn.vocab import encode_file
+
+RAW_DIR = "data/raw"
+OUT_DIR = Path("data/prepared")
+
+
+@exit_on_error
+def main():
+    p = params.load()
+    source = corpus.resolve(p["corpus"])
+    raw = corpus.raw_path(source, RAW_DIR)
+    vocab, length = encode_file(
+        raw, OUT_DIR / "encoded.npy", source.name, corpus.sha256_of(raw), start=source.start
+    )
+    vocab.save(OUT_DIR / "vocab.json")
+    print(f"{source.name}: {length:,} characters, {len(vocab)} distinct, stored as {vocab.dtype.__name__}")
+
+
+if __name__ == "__main__":
+    main()

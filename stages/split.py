@@ -1,0 +1,28 @@
+"""Stage split: cut the encoded corpus into contiguous train / val / test arrays."""
+
+from pathlib import Path
+
+import numpy as np
+
+from charrnn import params
+from charrnn.atomic import save_array, write_json
+from charrnn.errors import exit_on_error
+from charrnn.split import split_array
+
+ENCODED = "data/prepared/encoded.npy"
+OUT_DIR = Path("data/split")
+
+
+@exit_on_error
+def main():
+    p = params.load()
+    parts = split_array(np.load(ENCODED, mmap_mode="r"), p)
+    for name, part in parts.items():
+        save_array(OUT_DIR / f"{name}.npy", part)
+    sizes = {f"{name}_chars": len(part) for name, part in parts.items()}
+    write_json(OUT_DIR / "split.json", sizes)
+    print(", ".join(f"{key} {value:,}" for key, value in sizes.items()))
+
+
+if __name__ == "__main__":
+    main()

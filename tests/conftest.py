@@ -1,0 +1,88 @@
+"""Shared fixtures: the corpus mirror, params files, and running stage scripts as DVC does."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from charrnn import params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mirror():
+    """The corpus mirror folder: $CHARRNN_DATA_MIRROR, else ../shared/data beside the checkout."""
+    folder = Path(os.environ.get("CHARRNN_DATA_MIRROR") or ROOT.parent / "shared" / "data")
+    if not (folder / "anna.txt").is_file():
+        pytest.skip(f"no corpus mirror at {folder} (set CHARRNN_DATA_MIRROR)")
+    return folder.resolve()
+
+
+def write_params(folder, **overrides):
+    """Write a complete params.yaml (defaults + overrides) into `folder`; return its path."""
+    path = Path(folder) / "params.yaml"
+    path.write_text(yaml.safe_dump({**params.defaults(), **overrides}, sort_keys=False))
+    return path
+
+
+def run_stage(name, cwd, env=None):
+    """Run stages/<name>.py with `cwd` as the project root, as `dvc repro` would."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / f"{name}.py")],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def assert_clean_error(result, *fragments):
+    """A user error: exit 1, one `error:` line on stderr naming the problem, no traceback."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvcignore")
+
+
+@pytest.fixture
+def project(tmp_path, mirror):
+    """A fresh git + DVC checkout of this project's pipeline in a temp folder; returns a runner.
+
+    `project("repro")` runs `dvc repro` there with the venv on PATH and the corpus mirror set.
+    """
+    import shutil
+
+    for name in PROJECT_FILES:
+        src, dest = ROOT / name, tmp_path / name
+        if src.is_dir():
+            shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, dest)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CHARRNN_DATA_MIRROR": str(mirror)}
+
+    def run(*args, check=True):
+        result = subprocess.run(
+            [str(bin_dir / "dvc"), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+        )
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(command, cwd=tmp_path, check=True, capture_output=True,
+                       env={**env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+                            "GIT_COMMITTER_EMAIL": "t@t"})
+    run.root = tmp_path
+    return run

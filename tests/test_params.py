@@ -1,0 +1,72 @@
+import pytest
+import yaml
+
+from charrnn import params
+from charrnn.errors import CharRNNError
+
+
+def check(**overrides):
+    return params.validate({**params.defaults(), **overrides})
+
+
+def test_defaults_are_valid_and_match_params_yaml():
+    from conftest import ROOT
+
+    assert check() == params.defaults()
+    assert params.load(ROOT / "params.yaml").keys() == params.defaults().keys()
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("batch_size", "abc", "batch_size must be an integer >= 1 (got 'abc')"),
+        ("batch_size", 0, "batch_size must be an integer >= 1"),
+        ("num_steps", -5, "num_steps must be an integer >= 1"),
+        ("batch_size", 2.5, "batch_size must be an integer"),
+        ("batch_size", True, "batch_size must be an integer"),
+        ("val_frac", 0, "val_frac must be a fraction in (0, 1)"),
+        ("test_frac", 1.5, "test_frac must be a fraction in [0, 1)"),
+        ("train_frac", "lots", "train_frac must be a fraction"),
+        ("corpus", 3, "corpus must be a corpus name"),
+        ("seed", -1, "seed must be an integer >= 0"),
+    ],
+)
+def test_bad_values_are_named(name, value, fragment):
+    with pytest.raises(CharRNNError) as err:
+        check(**{name: value})
+    assert fragment in str(err.value)
+
+
+def test_fractions_must_not_sum_over_one():
+    with pytest.raises(CharRNNError, match="at most 1"):
+        check(train_frac=0.9, val_frac=0.1, test_frac=0.1)
+    assert check(train_frac=0.9, val_frac=0.1, test_frac=0)["test_frac"] == 0.0
+
+
+def test_float_written_without_dot_is_read_as_a_number():
+    # PyYAML reads 5e-2 as the string "5e-2"; DVC writes it that way for `-S val_frac=5e-2`.
+    assert check(val_frac="5e-2")["val_frac"] == pytest.approx(0.05)
+    # an int where a float is expected is taken as that float
+    assert isinstance(check(test_frac=0)["test_frac"], float)
+
+
+def test_missing_and_unknown_keys(tmp_path):
+    raw = params.defaults()
+    del raw["num_steps"]
+    with pytest.raises(CharRNNError, match="missing param 'num_steps'"):
+        params.validate(raw)
+    with pytest.raises(CharRNNError, match="unknown param 'num_step' \\(did you mean 'num_steps'\\?\\)"):
+        check(num_step=3)
+
+
+def test_load_reports_file_problems(tmp_path):
+    with pytest.raises(CharRNNError, match="file not found"):
+        params.load(tmp_path / "params.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("corpus: [unclosed\n")
+    with pytest.raises(CharRNNError, match="not valid YAML"):
+        params.load(bad)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(yaml.safe_dump({**params.defaults(), "sample": {"length": 5}}))
+    with pytest.raises(CharRNNError, match="unknown param 'sample.length'"):
+        params.load(nested)

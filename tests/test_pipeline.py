@@ -1,0 +1,32 @@
+"""`dvc repro` on a fresh copy of the pipeline: stages chain, reruns are exact, no-op is a no-op."""
+
+import json
+
+import yaml
+
+from conftest import write_params
+
+
+def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
+    write_params(project.root, corpus="hamlet", batch_size=16, num_steps=50)
+
+    first = project("repro").stdout
+    for stage in ("fetch", "prepare", "split"):
+        assert f"Running stage '{stage}'" in first
+    vocab = json.loads((project.root / "data/prepared/vocab.json").read_text())
+    assert vocab["corpus"] == "hamlet" and vocab["chars"] == sorted(vocab["chars"])
+    sizes = json.loads((project.root / "data/split/split.json").read_text())
+    assert sum(sizes.values()) == 178_707 - 15_858
+
+    assert "Data and pipelines are up to date" in project("repro").stdout
+
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    write_params(project.root, **{**params, "val_frac": 0.1, "test_frac": 0})  # the benchmark split
+    rerun = project("repro").stdout
+    assert "Stage 'prepare' didn't change, skipping" in rerun
+    assert "Running stage 'split'" in rerun
+    assert json.loads((project.root / "data/split/split.json").read_text())["val_chars"] == 162_849 - int(0.9 * 162_849)
+
+    dag = project("dag").stdout
+    assert all(stage in dag for stage in ("fetch", "prepare", "split"))
+    assert "split.json" in project("metrics", "show").stdout

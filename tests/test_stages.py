@@ -1,0 +1,81 @@
+"""The data stages run as DVC runs them: bad input gives one clear line, and good outputs survive."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import ROOT, assert_clean_error, run_stage, write_params
+
+
+def test_unknown_corpus(tmp_path):
+    write_params(tmp_path, corpus="war-and-peace")
+    assert_clean_error(run_stage("fetch", tmp_path), "unknown corpus 'war-and-peace'")
+
+
+def test_missing_corpus_file(tmp_path):
+    write_params(tmp_path, corpus="books/none.txt")
+    assert_clean_error(run_stage("fetch", tmp_path), "corpus file 'books/none.txt' does not exist")
+
+
+def test_mistyped_param(tmp_path):
+    (tmp_path / "params.yaml").write_text(write_params(tmp_path).read_text().replace("batch_size: 64", "batch_size: abc"))
+    assert_clean_error(run_stage("fetch", tmp_path), "batch_size must be an integer >= 1 (got 'abc')")
+
+
+def test_mirror_checksum_mismatch(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "pg2265.txt").write_text("not hamlet")
+    write_params(tmp_path, corpus="hamlet")
+    result = run_stage("fetch", tmp_path, env={"CHARRNN_DATA_MIRROR": str(mirror)})
+    assert_clean_error(result, "mirror file", "has sha256")
+    assert not (tmp_path / "data" / "raw" / "hamlet.txt").exists()
+
+
+def test_own_text_file_end_to_end(tmp_path):
+    (tmp_path / "mine.txt").write_text("to be or not to be, that is the question\r\n" * 400)
+    write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
+    for stage in ("fetch", "prepare", "split"):
+        result = run_stage(stage, tmp_path)
+        assert result.returncode == 0, result.stderr
+    split = (tmp_path / "data" / "split")
+    sizes = [len(np.load(split / f"{name}.npy")) for name in ("train", "val", "test")]
+    assert sum(sizes) == 400 * 41 and sizes[0] == int(0.9 * 400 * 41)  # CRLF read as one newline
+
+
+def test_undecodable_own_file(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("na\u00efve caf\u00e9\n".encode("latin-1") * 100)
+    write_params(tmp_path, corpus="latin1.txt")
+    assert_clean_error(run_stage("fetch", tmp_path), "is not UTF-8 text", "byte 0xef")
+
+
+def test_too_small_split_keeps_the_good_outputs(tmp_path):
+    (tmp_path / "mine.txt").write_text("abcdefghij" * 500)
+    write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
+    for stage in ("fetch", "prepare", "split"):
+        assert run_stage(stage, tmp_path).returncode == 0
+    split = tmp_path / "data" / "split"
+    before = {p.name: p.read_bytes() for p in split.iterdir()}
+
+    write_params(tmp_path, corpus="mine.txt", batch_size=64, num_steps=100)
+    assert_clean_error(run_stage("split", tmp_path), "the train split has 4,500 characters, fewer than one batch")
+    assert {p.name: p.read_bytes() for p in split.iterdir()} == before
+
+
+def test_cli_fetch_reports_errors(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "charrnn.cli", "fetch", "nosuchcorpus"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert_clean_error(result, "unknown corpus 'nosuchcorpus'")
+
+
+def test_cli_fetch_from_mirror(tmp_path, mirror):
+    charrnn = ROOT / ".venv" / "bin" / "charrnn"
+    command = [str(charrnn)] if charrnn.exists() else [sys.executable, "-m", "charrnn.cli"]
+    result = subprocess.run(
+        command + ["fetch", "tinyshakespeare", "--dest", "out"],
+        cwd=tmp_path, capture_output=True, text=True, env={"CHARRNN_DATA_MIRROR": str(mirror), "PATH": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "tinyshakespeare.txt").stat().st_size == 1_115_394
