@@ -86,3 +86,23 @@ def project(tmp_path, mirror):
                             "GIT_COMMITTER_EMAIL": "t@t"})
     run.root = tmp_path
     return run
+
+
+TINY = dict(lstm_size=32, num_layers=1, batch_size=8, num_steps=16, epochs=2, eval_every=10,
+            warmup_steps=5, keep_checkpoints=0, dropout=0.1, learning_rate=0.01, precision="fp32", device="cpu")
+
+
+def tiny_params(**overrides):
+    """Validated params for a model that trains in a second or two."""
+    return params.validate({**params.defaults(), **TINY, **overrides})
+
+
+def tiny_corpus(length=6000):
+    """(train ids, val ids, vocab) of a small, learnable text."""
+    from charrnn.vocab import Vocab
+
+    text = "".join(f"the {word} sat on the mat. " for word in ("cat", "dog", "rat", "bat") * 100)[:length]
+    vocab = Vocab(chars=tuple(sorted(set(text))), corpus="tiny", sha256="0" * 64)
+    ids = vocab.encode(text)
+    cut = int(0.85 * len(ids))
+    return ids[:cut], ids[cut:], vocab

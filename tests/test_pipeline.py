@@ -4,14 +4,14 @@ import json
 
 import yaml
 
-from conftest import write_params
+from conftest import TINY, write_params
 
 
 def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
-    write_params(project.root, corpus="hamlet", batch_size=16, num_steps=50)
+    write_params(project.root, corpus="hamlet", **{**TINY, "batch_size": 32, "num_steps": 32, "epochs": 1, "eval_every": 50})
 
     first = project("repro").stdout
-    for stage in ("fetch", "prepare", "split"):
+    for stage in ("fetch", "prepare", "split", "train"):
         assert f"Running stage '{stage}'" in first
     vocab = json.loads((project.root / "data/prepared/vocab.json").read_text())
     assert vocab["corpus"] == "hamlet" and vocab["chars"] == sorted(vocab["chars"])
@@ -24,9 +24,12 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     write_params(project.root, **{**params, "val_frac": 0.1, "test_frac": 0})  # the benchmark split
     rerun = project("repro").stdout
     assert "Stage 'prepare' didn't change, skipping" in rerun
-    assert "Running stage 'split'" in rerun
+    assert "Running stage 'split'" in rerun and "Running stage 'train'" in rerun
     assert json.loads((project.root / "data/split/split.json").read_text())["val_chars"] == 162_849 - int(0.9 * 162_849)
 
     dag = project("dag").stdout
-    assert all(stage in dag for stage in ("fetch", "prepare", "split"))
-    assert "split.json" in project("metrics", "show").stdout
+    assert all(stage in dag for stage in ("fetch", "prepare", "split", "train"))
+    metrics = project("metrics", "show", "--json").stdout
+    assert all(key in metrics for key in ("train_chars", "best_val_loss", "chars_per_sec"))
+    plots = json.loads(project("plots", "show", "--json").stdout)
+    assert not plots.get("errors") and plots["data"]["plots/train/loss.csv"], plots

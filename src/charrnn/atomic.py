@@ -1,5 +1,6 @@
 """Write outputs so that a crash never leaves a half-written file where a good one was."""
 
+import csv
 import json
 import os
 from contextlib import contextmanager
@@ -36,3 +37,11 @@ def save_array(path, array):
     """Write a numpy array as .npy, atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
+
+
+def write_csv(path, rows):
+    """Write a list of dicts (same keys, in order) as CSV with a header, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -24,8 +24,15 @@ class Param:
     ok: Callable[[Any], bool] = lambda value: True
 
 
+CELL_TYPES = ("lstm", "gru", "rnn")
+
+
 def _at_least(low):
     return lambda value: value >= low
+
+
+def _one_of(*choices):
+    return Param(choices[0], str, f"one of {', '.join(choices)}", lambda value: value in choices)
 
 
 SCHEMA = {
@@ -37,9 +44,27 @@ SCHEMA = {
     "train_frac": Param(0.9, float, "a fraction in (0, 1]", lambda value: 0 < value <= 1),
     "val_frac": Param(0.05, float, "a fraction in (0, 1)", lambda value: 0 < value < 1),
     "test_frac": Param(0.05, float, "a fraction in [0, 1)", lambda value: 0 <= value < 1),
+    # model
+    "cell": _one_of(*CELL_TYPES),
+    "lstm_size": Param(512, int, "an integer >= 1", _at_least(1)),
+    "num_layers": Param(2, int, "an integer >= 1", _at_least(1)),
+    "embedding_size": Param(0, int, "an integer >= 0 (0 = one-hot input)", _at_least(0)),
+    "dropout": Param(0.5, float, "a number in [0, 1)", lambda value: 0 <= value < 1),
+    # training
     "batch_size": Param(64, int, "an integer >= 1", _at_least(1)),
     "num_steps": Param(100, int, "an integer >= 1", _at_least(1)),
+    "epochs": Param(20, int, "an integer >= 1", _at_least(1)),
+    "learning_rate": Param(0.002, float, "a number > 0", lambda value: value > 0),
+    "lr_schedule": _one_of("cosine", "constant"),
+    "warmup_steps": Param(100, int, "an integer >= 0", _at_least(0)),
+    "min_lr": Param(0.0001, float, "a number >= 0", _at_least(0)),
+    "grad_clip": Param(5.0, float, "a number > 0", lambda value: value > 0),
     "seed": Param(1234, int, "an integer >= 0", _at_least(0)),
+    "eval_every": Param(200, int, "an integer >= 1", _at_least(1)),
+    "keep_checkpoints": Param(0, int, "an integer >= 0 (0 = off)", _at_least(0)),
+    "resume": Param(True, bool, "true or false"),
+    "device": _one_of("auto", "cpu", "cuda"),
+    "precision": _one_of("fp32", "bf16"),
 }
 
 
@@ -82,6 +107,8 @@ def validate(raw, source="params"):
         raise CharRNNError(
             f"{source}: train_frac + val_frac + test_frac must be at most 1 (got {total:g})"
         )
+    if clean["min_lr"] > clean["learning_rate"]:
+        raise CharRNNError(f"{source}: min_lr ({clean['min_lr']:g}) must not exceed learning_rate")
     return clean
 
 

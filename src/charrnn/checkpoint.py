@@ -1,0 +1,68 @@
+"""One checkpoint format: a dict of tensors and plain values, written atomically, read with weights_only.
+
+Every checkpoint holds the model's config, weights and vocabulary, so it alone is enough to sample.
+`last.pt` adds what resuming needs: optimizer, RNG state, carried RNN state and the history so far.
+"""
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from charrnn.atomic import atomic_path
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN
+from charrnn.vocab import Vocab
+
+FORMAT = "charrnn-checkpoint/1"
+
+
+def model_payload(model, vocab, **extra):
+    """The part every checkpoint shares: config, weights (on the CPU) and vocabulary."""
+    return {
+        "format": FORMAT,
+        "model_config": dict(model.config),
+        "model_state": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "vocab": {"chars": list(vocab.chars), "corpus": vocab.corpus, "sha256": vocab.sha256},
+        **extra,
+    }
+
+
+def save(path, payload):
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load(path):
+    """Read a checkpoint safely (no pickled code runs); a missing, corrupt or foreign file is a CharRNNError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CharRNNError(f"checkpoint {path} not found (train first: dvc repro train)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CharRNNError(f"{path} is not a readable checkpoint (corrupt or truncated: {reason[:160]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CharRNNError(f"{path} is not a charrnn checkpoint")
+    return payload
+
+
+def build_model(payload, path="checkpoint"):
+    """(model in eval mode on the CPU, vocab) from a loaded checkpoint."""
+    vocab = Vocab(chars=tuple(payload["vocab"]["chars"]), corpus=payload["vocab"]["corpus"],
+                  sha256=payload["vocab"]["sha256"])
+    config = payload["model_config"]
+    if config.get("vocab_size") != len(vocab):
+        raise CharRNNError(f"{path}: model expects {config.get('vocab_size')} characters, vocabulary has {len(vocab)}")
+    try:
+        model = CharRNN(**config)
+        model.load_state_dict(payload["model_state"])
+    except (TypeError, KeyError, RuntimeError) as err:
+        raise CharRNNError(f"{path}: weights do not fit the model config ({str(err).splitlines()[0][:160]})") from None
+    return model.eval(), vocab
+
+
+def load_model(path):
+    return build_model(load(path), path)

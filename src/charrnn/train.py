@@ -1,0 +1,203 @@
+"""The training loop: truncated BPTT over contiguous streams, periodic validation, best/last checkpoints.
+
+Read `train()` top to bottom: set-up, resume, the loop, and the evaluation/checkpoint step. The helpers
+below it are small and named for what they do.
+"""
+
+import math
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from charrnn import checkpoint
+from charrnn.batches import num_windows, windows
+from charrnn.errors import CharRNNError
+from charrnn.model import CharRNN, map_state
+
+# Params that do not change the trained weights: a last.pt made with other values of these resumes.
+_NOT_TRAINING = {"resume"}
+
+
+def train(p, train_ids, val_ids, vocab, out_dir):
+    """Train per params `p`; write best.pt / last.pt (and kept checkpoints) under `out_dir`.
+
+    Returns (metrics dict, history rows {step, train_loss, val_loss, lr}).
+    """
+    out_dir = Path(out_dir)
+    device = pick_device(p["device"])
+    torch.manual_seed(p["seed"])
+    model = CharRNN(len(vocab), p["cell"], p["lstm_size"], p["num_layers"], p["dropout"], p["embedding_size"])
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=p["learning_rate"])
+    steps_per_epoch = num_windows(train_ids, p["batch_size"], p["num_steps"])
+    total_steps = p["epochs"] * steps_per_epoch
+    chars_per_step = p["batch_size"] * p["num_steps"]
+    fingerprint = {**training_params(p), "corpus_sha256": vocab.sha256, "train_chars": len(train_ids),
+                   "val_chars": len(val_ids)}
+
+    run = resume(out_dir, fingerprint, model, optimizer, device) if p["resume"] else None
+    if run is None:
+        run = dict(step=0, best_val_loss=math.inf, best_step=0, history=[], hidden=None,
+                   train_seconds=0.0, chars_trained=0)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    print(f"model: {p['num_layers']}x{p['lstm_size']} {p['cell']}, {model.num_params():,} parameters "
+          f"for {len(train_ids):,} training characters; {total_steps:,} steps on {device} ({p['precision']})")
+
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if p["precision"] == "bf16" else nullcontext()
+    bar = tqdm(total=total_steps, initial=run["step"], unit="step", disable=not sys.stderr.isatty())
+    model.train()
+    loss_sum, loss_count, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
+    hidden = run["hidden"]
+    for epoch in range(run["step"] // steps_per_epoch, p["epochs"]):
+        first_window = run["step"] - epoch * steps_per_epoch
+        if first_window == 0:
+            hidden = None  # a new epoch starts every stream from the beginning of its text
+        for x, y in windows(train_ids, p["batch_size"], p["num_steps"], device, start=first_window):
+            lr = learning_rate(run["step"], total_steps, p)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            with autocast:
+                logits, hidden = model(x, hidden)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
+            optimizer.step()
+            hidden = map_state(hidden, torch.Tensor.detach)
+            loss_sum += loss.detach()
+            loss_count += 1
+            run["step"] += 1
+            bar.update()
+
+            if run["step"] % p["eval_every"] == 0 or run["step"] == total_steps or _keep_now(run["step"], p):
+                train_loss = (loss_sum / loss_count).item()
+                seconds = time.perf_counter() - interval_start
+                run["train_seconds"] += seconds
+                run["chars_trained"] += loss_count * chars_per_step
+                val_loss = evaluate(model, val_ids, p["batch_size"], p["num_steps"], device, autocast)
+                _stop_if_diverged(train_loss, val_loss, run, out_dir)
+                row = dict(step=run["step"], train_loss=train_loss, val_loss=val_loss, lr=lr)
+                run["history"].append(row)
+                _checkpoint(run, row, hidden, model, optimizer, vocab, fingerprint, out_dir, p)
+                rate = loss_count * chars_per_step / seconds
+                bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", chars_s=f"{rate:,.0f}")
+                tqdm.write(f"step {run['step']:>6}/{total_steps} train {train_loss:.4f} val {val_loss:.4f} "
+                           f"lr {lr:.2e} {rate:,.0f} chars/s")
+                loss_sum, loss_count, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
+    bar.close()
+
+    last = run["history"][-1]
+    metrics = dict(
+        train_loss=last["train_loss"], val_loss=last["val_loss"], best_val_loss=run["best_val_loss"],
+        best_step=run["best_step"], steps=run["step"],
+        chars_per_sec=round(run["chars_trained"] / max(run["train_seconds"], 1e-9), 1),
+        num_params=model.num_params(), device=device,
+    )
+    return metrics, run["history"]
+
+
+@torch.no_grad()
+def evaluate(model, ids, batch_size, num_steps, device, autocast=nullcontext()):
+    """Mean cross-entropy (nats/char) over a whole split, state carried across windows, dropout off."""
+    was_training = model.training
+    model.eval()
+    total, count, hidden = torch.zeros((), dtype=torch.float64, device=device), 0, None
+    for x, y in windows(ids, batch_size, num_steps, device, partial=True):
+        with autocast:
+            logits, hidden = model(x, hidden)
+        total += F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten(), reduction="sum")
+        count += y.numel()
+    model.train(was_training)
+    return (total / count).item()
+
+
+def learning_rate(step, total_steps, p):
+    """Linear warmup over warmup_steps, then constant or cosine decay to min_lr at the last step."""
+    if step < p["warmup_steps"]:
+        return p["learning_rate"] * (step + 1) / p["warmup_steps"]
+    if p["lr_schedule"] == "constant":
+        return p["learning_rate"]
+    progress = (step - p["warmup_steps"]) / max(1, total_steps - p["warmup_steps"])
+    return p["min_lr"] + 0.5 * (p["learning_rate"] - p["min_lr"]) * (1 + math.cos(math.pi * progress))
+
+
+def pick_device(name):
+    cuda = torch.cuda.is_available()
+    if name == "auto":
+        return "cuda" if cuda else "cpu"
+    if name == "cuda" and not cuda:
+        raise CharRNNError("device is 'cuda' but no CUDA GPU is available here (use device: auto or cpu)")
+    return name
+
+
+def training_params(p):
+    """The params that shape the weights: top-level keys, less the few that do not."""
+    return {key: value for key, value in p.items() if "." not in key and key not in _NOT_TRAINING}
+
+
+def resume(out_dir, fingerprint, model, optimizer, device):
+    """Restore the run saved in last.pt if it was made by the same params and data; else None."""
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    if not last_path.exists():
+        return None
+    try:
+        saved = checkpoint.load(last_path)
+    except CharRNNError as err:
+        print(f"not resuming: {err}")
+        return None
+    changed = sorted(k for k in fingerprint.keys() | saved["fingerprint"].keys()
+                     if fingerprint.get(k) != saved["fingerprint"].get(k))
+    if changed:
+        print(f"not resuming from {last_path}: made with other {', '.join(changed)}")
+        return None
+    if not best_path.exists() or checkpoint.load(best_path).get("step") != saved["run"]["best_step"]:
+        print(f"not resuming from {last_path}: {best_path} is missing or from another run")
+        return None
+    model.load_state_dict(saved["model_state"])
+    optimizer.load_state_dict(saved["optimizer_state"])
+    torch.set_rng_state(saved["rng_state"])
+    if saved["cuda_rng_state"] is not None and device == "cuda":
+        torch.cuda.set_rng_state(saved["cuda_rng_state"])
+    run = dict(saved["run"], hidden=map_state(saved["hidden"], lambda t: t.to(device)))
+    print(f"resuming from {last_path} at step {run['step']}")
+    return run
+
+
+def _keep_now(step, p):
+    return p["keep_checkpoints"] > 0 and step % p["keep_checkpoints"] == 0
+
+
+def _stop_if_diverged(train_loss, val_loss, run, out_dir):
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        kept = f"{out_dir / 'best.pt'} keeps step {run['best_step']}" if run["best_step"] else "no checkpoint was written"
+        raise CharRNNError(
+            f"training diverged at step {run['step']} (loss {train_loss}): lower learning_rate or grad_clip; {kept}"
+        )
+
+
+def _checkpoint(run, row, hidden, model, optimizer, vocab, fingerprint, out_dir, p):
+    """After an evaluation: best.pt if val improved, a kept copy if due, and always last.pt."""
+    weights = dict(step=row["step"], val_loss=row["val_loss"], train_loss=row["train_loss"])
+    if row["val_loss"] < run["best_val_loss"]:
+        run["best_val_loss"], run["best_step"] = row["val_loss"], row["step"]
+        checkpoint.save(out_dir / "best.pt", checkpoint.model_payload(model, vocab, **weights))
+    if _keep_now(row["step"], p):
+        name = f"i{row['step']}_l{p['lstm_size']}_v{row['val_loss']:.4f}.pt"
+        checkpoint.save(out_dir / "checkpoints" / name, checkpoint.model_payload(model, vocab, **weights))
+    saved_run = {key: value for key, value in run.items() if key != "hidden"}
+    checkpoint.save(out_dir / "last.pt", checkpoint.model_payload(
+        model, vocab, **weights,
+        optimizer_state=optimizer.state_dict(),
+        rng_state=torch.get_rng_state(),
+        cuda_rng_state=torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
+        hidden=map_state(hidden, torch.Tensor.cpu),
+        fingerprint=fingerprint,
+        run=saved_run,
+    ))

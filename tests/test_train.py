@@ -1,0 +1,141 @@
+import math
+
+import pytest
+import torch
+
+from charrnn import checkpoint, train as train_module
+from charrnn.errors import CharRNNError
+from charrnn.train import evaluate, learning_rate, pick_device, train
+from conftest import tiny_corpus, tiny_params
+
+
+def test_loss_falls_and_best_is_the_min_val_step(tmp_path):
+    train_ids, val_ids, vocab = tiny_corpus()
+    metrics, history = train(tiny_params(epochs=3), train_ids, val_ids, vocab, tmp_path)
+
+    assert history[0]["step"] == 10 and history[-1]["step"] == metrics["steps"] == 3 * 39
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.5
+    assert metrics["best_val_loss"] < math.log(len(vocab)) - 1.0  # far better than uniform guessing
+    best = min(history, key=lambda row: row["val_loss"])
+    assert (metrics["best_step"], metrics["best_val_loss"]) == (best["step"], best["val_loss"])
+    saved = checkpoint.load(tmp_path / "best.pt")
+    assert (saved["step"], saved["val_loss"]) == (best["step"], best["val_loss"])
+    assert set(metrics) >= {"train_loss", "val_loss", "best_val_loss", "best_step", "steps", "chars_per_sec",
+                            "num_params", "device"}
+
+
+def test_best_checkpoint_alone_rebuilds_the_model(tmp_path):
+    train_ids, val_ids, vocab = tiny_corpus()
+    p = tiny_params(epochs=1)
+    train(p, train_ids, val_ids, vocab, tmp_path)
+    model, loaded_vocab = checkpoint.load_model(tmp_path / "best.pt")
+    assert loaded_vocab == vocab
+    val = evaluate(model, val_ids, p["batch_size"], p["num_steps"], "cpu")
+    assert val == pytest.approx(checkpoint.load(tmp_path / "best.pt")["val_loss"], abs=1e-6)
+
+
+class Killed(BaseException):
+    """Stands in for kill -9: raised right after a checkpoint, caught by nothing in charrnn."""
+
+
+@pytest.mark.parametrize("cell, precision", [("lstm", "fp32"), ("gru", "bf16")])
+def test_resume_ends_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch, cell, precision):
+    train_ids, val_ids, vocab = tiny_corpus()
+    p = tiny_params(cell=cell, precision=precision, epochs=3, eval_every=7, keep_checkpoints=21)  # mid-epoch saves
+    whole_metrics, whole_history = train(p, train_ids, val_ids, vocab, tmp_path / "whole")
+
+    real_checkpoint, calls = train_module._checkpoint, []
+
+    def checkpoint_then_die(*args, **kwargs):
+        real_checkpoint(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 8:
+            raise Killed
+
+    monkeypatch.setattr(train_module, "_checkpoint", checkpoint_then_die)
+    with pytest.raises(Killed):
+        train(p, train_ids, val_ids, vocab, tmp_path / "cut")
+    assert checkpoint.load(tmp_path / "cut" / "last.pt")["step"] == 56
+    monkeypatch.setattr(train_module, "_checkpoint", real_checkpoint)
+    resumed_metrics, resumed_history = train(p, train_ids, val_ids, vocab, tmp_path / "cut")
+
+    assert resumed_history == whole_history
+    drop_speed = lambda m: {k: v for k, v in m.items() if k != "chars_per_sec"}  # noqa: E731
+    assert drop_speed(resumed_metrics) == drop_speed(whole_metrics)
+    for name in ("best.pt", "last.pt"):
+        whole, cut = (checkpoint.load(tmp_path / d / name)["model_state"] for d in ("whole", "cut"))
+        assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    kept = sorted(path.name for path in (tmp_path / "cut" / "checkpoints").iterdir())
+    assert kept == sorted(path.name for path in (tmp_path / "whole" / "checkpoints").iterdir())
+    assert len(kept) == 5 and kept[0].startswith("i105_l32_v")
+
+
+def test_changed_params_start_afresh(tmp_path, capsys):
+    train_ids, val_ids, vocab = tiny_corpus()
+    train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
+    train(tiny_params(epochs=1, lstm_size=24), train_ids, val_ids, vocab, tmp_path)
+    out = capsys.readouterr().out
+    assert "not resuming from" in out and "made with other lstm_size" in out
+    assert checkpoint.load(tmp_path / "best.pt")["model_config"]["lstm_size"] == 24
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_best(tmp_path, monkeypatch):
+    class Diverging(train_module.CharRNN):
+        """Its training forward passes turn to NaN after step 15, as an exploding model's do."""
+
+        steps = 0
+
+        def forward(self, ids, state=None):
+            logits, state = super().forward(ids, state)
+            if self.training:
+                Diverging.steps += 1
+                if Diverging.steps > 15:
+                    logits = logits * float("nan")
+            return logits, state
+
+    monkeypatch.setattr(train_module, "CharRNN", Diverging)
+    train_ids, val_ids, vocab = tiny_corpus()
+    with pytest.raises(CharRNNError, match="training diverged at step 20 .* lower learning_rate .* keeps step 10"):
+        train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
+    assert checkpoint.load(tmp_path / "best.pt")["step"] == 10
+    assert checkpoint.load(tmp_path / "last.pt")["step"] == 10
+
+
+def test_learning_rate_schedules():
+    p = tiny_params(learning_rate=0.01, min_lr=0.001, warmup_steps=10)
+    assert learning_rate(0, 110, p) == pytest.approx(0.001)
+    assert learning_rate(9, 110, p) == pytest.approx(0.01)
+    assert learning_rate(10, 110, p) == pytest.approx(0.01)
+    assert learning_rate(60, 110, p) == pytest.approx(0.0055)
+    assert learning_rate(110, 110, p) == pytest.approx(0.001)
+    assert learning_rate(80, 110, {**p, "lr_schedule": "constant"}) == 0.01
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_gpu_is_a_clear_error():
+    with pytest.raises(CharRNNError, match="no CUDA GPU is available"):
+        pick_device("cuda")
+    assert pick_device("auto") == "cpu"
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path):
+    with pytest.raises(CharRNNError, match="not found"):
+        checkpoint.load(tmp_path / "none.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(CharRNNError, match="not a readable checkpoint"):
+        checkpoint.load(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(CharRNNError, match="is not a charrnn checkpoint"):
+        checkpoint.load(tmp_path / "other.pt")
+    torch.save({"format": checkpoint.FORMAT, "code": Killed()}, tmp_path / "pickled.pt")
+    with pytest.raises(CharRNNError, match="not a readable checkpoint"):
+        checkpoint.load(tmp_path / "pickled.pt")  # weights_only refuses to unpickle objects
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    train_ids, val_ids, vocab = tiny_corpus()
+    train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
+    data = (tmp_path / "best.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CharRNNError, match="not a readable checkpoint"):
+        checkpoint.load(tmp_path / "cut.pt")
