@@ -24,8 +24,15 @@ def mirror():
 
 def write_params(folder, **overrides):
     """Write a complete params.yaml (defaults + overrides) into `folder`; return its path."""
+    nested = {}
+    for key, value in {**params.defaults(), **overrides}.items():
+        *sections, name = key.split(".")
+        target = nested
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[name] = value
     path = Path(folder) / "params.yaml"
-    path.write_text(yaml.safe_dump({**params.defaults(), **overrides}, sort_keys=False))
+    path.write_text(yaml.safe_dump(nested, sort_keys=False))
     return path
 
 

@@ -67,6 +67,6 @@ def test_load_reports_file_problems(tmp_path):
     with pytest.raises(CharRNNError, match="not valid YAML"):
         params.load(bad)
     nested = tmp_path / "nested.yaml"
-    nested.write_text(yaml.safe_dump({**params.defaults(), "sample": {"length": 5}}))
-    with pytest.raises(CharRNNError, match="unknown param 'sample.length'"):
+    nested.write_text(yaml.safe_dump({**params.defaults(), "sample": {"lenght": 5}}))
+    with pytest.raises(CharRNNError, match="unknown param 'sample.lenght' \\(did you mean 'sample.length'\\?\\)"):
         params.load(nested)

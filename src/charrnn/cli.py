@@ -1,13 +1,37 @@
 """The `charrnn` command: the package's jobs for people, outside the DVC pipeline."""
 
 import argparse
+import sys
 
-from charrnn import __version__, corpus
+from charrnn import __version__, checkpoint, corpus
 from charrnn.errors import exit_on_error
+from charrnn.params import SCHEMA
 
 
 def _fetch(args):
     corpus.fetch(corpus.resolve(args.corpus), args.dest)
+
+
+def _sample(args):
+    from charrnn.sample import generate
+    from charrnn.train import pick_device
+
+    model, vocab = checkpoint.load_model(args.checkpoint)
+    seeds = range(args.seed, args.seed + args.num_samples)
+    stream = args.num_samples == 1 and args.length > 0
+    if stream:
+        sys.stdout.write(args.prime)
+
+    def print_step(ids):
+        sys.stdout.write(vocab.chars[ids[0].item()])
+        sys.stdout.flush()
+
+    texts = generate(model, vocab, args.prime, args.length, args.temperature, args.top_k, args.top_p, seeds,
+                     pick_device(args.device), args.drop_unknown, on_step=print_step if stream else None)
+    if stream:
+        sys.stdout.write("\n")
+    else:
+        print("\n\n".join(f"--- seed {seed} ---\n{text}" for seed, text in zip(seeds, texts)))
 
 
 def build_parser():
@@ -24,6 +48,22 @@ def build_parser():
     fetch.add_argument("corpus", help="a known corpus name or a path to a UTF-8 text file")
     fetch.add_argument("--dest", default="data/raw", help="folder to write <name>.txt into (default: %(default)s)")
     fetch.set_defaults(run=_fetch)
+
+    sample = commands.add_parser(
+        "sample", help="write text from a trained model, streaming it as it is generated",
+        description="Sample from a checkpoint. Temperature 0 is greedy decoding: deterministic, and prone "
+        "to loops.",
+    )
+    sample.add_argument("--checkpoint", default="models/best.pt", help="a charrnn checkpoint (default: %(default)s)")
+    for name, flag, kind in [("prime", "--prime", str), ("length", "--length", int),
+                             ("temperature", "--temperature", float), ("top_k", "--top-k", int),
+                             ("top_p", "--top-p", float), ("seed", "--seed", int),
+                             ("num_samples", "--num-samples", int)]:
+        param = SCHEMA[f"sample.{name}"]
+        sample.add_argument(flag, type=kind, default=param.default, help=f"{param.rule} (default: %(default)s)")
+    sample.add_argument("--drop-unknown", action="store_true", help="drop prime characters outside the vocabulary")
+    sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sample.set_defaults(run=_sample)
     return parser
 
 

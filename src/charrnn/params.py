@@ -65,6 +65,17 @@ SCHEMA = {
     "resume": Param(True, bool, "true or false"),
     "device": _one_of("auto", "cpu", "cuda"),
     "precision": _one_of("fp32", "bf16"),
+    # sample stage
+    "sample.prime": Param("Far", str, "a non-empty text", lambda value: value != ""),
+    "sample.length": Param(2000, int, "an integer >= 0", _at_least(0)),
+    "sample.temperature": Param(1.0, float, "a number >= 0 (0 = greedy)", _at_least(0)),
+    "sample.top_k": Param(5, int, "an integer >= 0 (0 = off)", _at_least(0)),
+    "sample.top_p": Param(1.0, float, "a number in (0, 1] (1 = off)", lambda value: 0 < value <= 1),
+    "sample.seed": Param(1234, int, "an integer >= 0", _at_least(0)),
+    "sample.num_samples": Param(1, int, "an integer >= 1", _at_least(1)),
+    "sample.drop_unknown": Param(False, bool, "true or false"),
+    # MLflow
+    "tracking.experiment": Param("", str, "an MLflow experiment name ('' = charrnn-<corpus>)"),
 }
 
 

@@ -24,9 +24,11 @@ from charrnn.model import CharRNN, map_state
 _NOT_TRAINING = {"resume"}
 
 
-def train(p, train_ids, val_ids, vocab, out_dir):
+def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
     """Train per params `p`; write best.pt / last.pt (and kept checkpoints) under `out_dir`.
 
+    `tracker`, if given, is told `start(run_id saved in last.pt, or None)` once, which returns the
+    id to save for a later resume, and `log(row)` at every evaluation (see tracking.TrainingTracker).
     Returns (metrics dict, history rows {step, train_loss, val_loss, lr}).
     """
     out_dir = Path(out_dir)
@@ -44,9 +46,11 @@ def train(p, train_ids, val_ids, vocab, out_dir):
     run = resume(out_dir, fingerprint, model, optimizer, device) if p["resume"] else None
     if run is None:
         run = dict(step=0, best_val_loss=math.inf, best_step=0, history=[], hidden=None,
-                   train_seconds=0.0, chars_trained=0)
+                   train_seconds=0.0, chars_trained=0, tracking_run_id=None)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if tracker is not None:
+        run["tracking_run_id"] = tracker.start(run.get("tracking_run_id"))
     print(f"model: {p['num_layers']}x{p['lstm_size']} {p['cell']}, {model.num_params():,} parameters "
           f"for {len(train_ids):,} training characters; {total_steps:,} steps on {device} ({p['precision']})")
 
@@ -87,9 +91,12 @@ def train(p, train_ids, val_ids, vocab, out_dir):
                 run["history"].append(row)
                 _checkpoint(run, row, hidden, model, optimizer, vocab, fingerprint, out_dir, p)
                 rate = loss_count * chars_per_step / seconds
+                if tracker is not None:
+                    tracker.log({**row, "chars_per_sec": rate})
                 bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", chars_s=f"{rate:,.0f}")
                 tqdm.write(f"step {run['step']:>6}/{total_steps} train {train_loss:.4f} val {val_loss:.4f} "
                            f"lr {lr:.2e} {rate:,.0f} chars/s")
+                sys.stdout.flush()  # DVC pipes stdout: show progress now, not when the buffer fills
                 loss_sum, loss_count, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
     bar.close()
 

@@ -1,0 +1,26 @@
+"""Held-out metrics of a checkpoint: loss in nats/char, bits/char and perplexity for each split."""
+
+import math
+from contextlib import nullcontext
+
+import torch
+
+from charrnn import checkpoint
+from charrnn.train import evaluate
+
+
+def loss_metrics(split, loss):
+    return {f"{split}_loss": loss, f"{split}_bpc": loss / math.log(2), f"{split}_perplexity": math.exp(loss)}
+
+
+def evaluate_checkpoint(path, splits, batch_size, num_steps, device, precision):
+    """Metrics of the model in `path` over each non-empty split ({name: ids}), evaluated exactly as
+    the training loop validates (same batching, carried state, autocast)."""
+    model, _ = checkpoint.load_model(path)
+    model.to(device)
+    autocast = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    metrics = {}
+    for name, ids in splits.items():
+        if len(ids) > 1:
+            metrics.update(loss_metrics(name, evaluate(model, ids, batch_size, num_steps, device, autocast)))
+    return metrics

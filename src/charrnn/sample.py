@@ -1,0 +1,89 @@
+"""Generation: prime the state in one forward pass, then sample step by step on the device.
+
+Each of the N streams of a batch draws its random numbers from a counter-based hash of (its seed,
+the step), not from a shared generator, so stream i of a batch writes exactly the text a single
+stream with the same seed writes, and a seed alone reproduces a sample.
+"""
+
+import torch
+
+from charrnn.errors import CharRNNError
+
+_MASK32 = 0xFFFFFFFF
+
+
+def generate(model, vocab, prime, length, temperature=1.0, top_k=0, top_p=1.0, seeds=(0,),
+             device="cpu", drop_unknown=False, on_step=None):
+    """Return one text per seed: `prime` followed by `length` generated characters.
+
+    temperature 0 is greedy decoding (deterministic, and prone to loops); top_k 0 and top_p 1 are off.
+    `on_step(ids)` is called with each step's new ids (one per stream), for streaming output.
+    """
+    check_sampling(vocab, prime, length, temperature, top_k, top_p)
+    if len(seeds) < 1:
+        raise CharRNNError("num_samples must be >= 1")
+    if drop_unknown:
+        prime = "".join(c for c in prime if c in set(vocab.chars))
+        if not prime:
+            raise CharRNNError("no character of the prime text is in the vocabulary")
+    prime_ids = torch.as_tensor(vocab.encode(prime), dtype=torch.long, device=device)
+    seeds = torch.as_tensor(list(seeds), dtype=torch.int64, device=device)
+    model = model.to(device).eval()
+
+    out = torch.empty(len(seeds), length, dtype=torch.long, device=device)
+    with torch.no_grad():
+        logits, state = model(prime_ids.expand(len(seeds), -1))
+        logits = logits[:, -1]
+        for step in range(length):
+            ids = pick(logits, temperature, top_k, top_p, uniform(seeds, step))
+            out[:, step] = ids
+            if on_step is not None:
+                on_step(ids)
+            logits, state = model(ids[:, None], state)
+            logits = logits[:, -1]
+    return [prime + vocab.decode(row) for row in out.cpu().numpy()]
+
+
+def pick(logits, temperature, top_k, top_p, u):
+    """Next ids (batch,) from logits (batch, vocab) by inverse-CDF sampling with uniforms u (batch,)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the more likely characters
+        sorted_probs = sorted_probs.masked_fill(before >= top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    cdf = probs.double().cumsum(dim=-1)
+    ids = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).squeeze(-1)
+    return ids.clamp(max=probs.shape[-1] - 1)
+
+
+def uniform(seeds, step):
+    """A uniform number in (0, 1) per seed for this step: a 32-bit integer hash of (seed, step)."""
+    x = (seeds * 0x9E3779B1 + step * 0x85EBCA77 + 0x165667B1) & _MASK32
+    for _ in range(2):  # lowbias32 finaliser, twice
+        x = x ^ (x >> 16)
+        x = (x * 0x7FEB352D) & _MASK32
+        x = x ^ (x >> 15)
+        x = (x * 0x846CA68B) & _MASK32
+        x = x ^ (x >> 16)
+    return (x.double() + 0.5) / 2.0**32
+
+
+def check_sampling(vocab, prime, length, temperature, top_k, top_p):
+    """One clear error for each bad sampling option."""
+    if not prime:
+        raise CharRNNError("the prime text is empty: give at least one character to start from")
+    if length < 0:
+        raise CharRNNError(f"length must be >= 0 (got {length})")
+    if temperature < 0:
+        raise CharRNNError(f"temperature must be >= 0 (got {temperature}; 0 = greedy)")
+    if not 0 <= top_k <= len(vocab):
+        raise CharRNNError(f"top_k must be between 1 and the vocabulary size {len(vocab)}, or 0 for off (got {top_k})")
+    if not 0 < top_p <= 1:
+        raise CharRNNError(f"top_p must be in (0, 1] (got {top_p}; 1 = off)")

@@ -1,0 +1,276 @@
+"""MLflow: one run per pipeline execution across the stages, the model as a pyfunc, the registry.
+
+Each stage is its own process: `train` creates the run and the stage writes its id to a small
+file; later stages reopen the run by id, log, and close it again. The store is the repository's
+`mlruns/mlflow.db` (the real root, also for DVC's queued experiments, via DVC_ROOT) unless
+MLFLOW_TRACKING_URI names another store or server.
+"""
+
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema
+
+import charrnn
+from charrnn import checkpoint
+from charrnn.errors import CharRNNError
+from charrnn.sample import generate
+
+CHAMPION = "champion"
+RUN_FILE = "models/mlflow_run.json"  # written by the train stage, read by the later ones
+MAX_LENGTH = 10_000  # the most characters one served request may ask for
+
+
+def project_root():
+    """The repository root: DVC_ROOT under DVC (queued experiments run in temp copies), else here."""
+    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def tracking_uri():
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    store = project_root() / "mlruns"
+    store.mkdir(exist_ok=True)
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def connect():
+    """An MlflowClient on the project's store; the fluent API points there too."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, uri)
+
+
+def experiment_name(p, corpus_name):
+    return p["tracking.experiment"] or f"charrnn-{corpus_name}"
+
+
+def model_name(corpus_name):
+    """One registered model per corpus: validation losses on different texts are never compared."""
+    return f"charrnn-{corpus_name}"
+
+
+def split_id(p, vocab):
+    """What must match for two val losses to be comparable: the corpus bytes and the split fractions."""
+    return f"{vocab.sha256[:12]}:{p['train_frac']:g}/{p['val_frac']:g}/{p['test_frac']:g}"
+
+
+class PipelineRun:
+    """One stage's hold on the pipeline's MLflow run: a context manager that closes it FINISHED, or
+    FAILED on an error, or KILLED on an interrupt, so no run is left 'running'."""
+
+    def __init__(self, client, run_id):
+        self.client, self.id = client, run_id
+
+    @classmethod
+    def reopen(cls, run_id=None):
+        """The run whose id is given, or else the one named in RUN_FILE."""
+        if run_id is None:
+            try:
+                run_id = json.loads(Path(RUN_FILE).read_text())["run_id"]
+            except (OSError, ValueError, KeyError):
+                raise CharRNNError(f"{RUN_FILE} is missing or unreadable (run the train stage first)") from None
+        client = connect()
+        try:
+            client.update_run(run_id, status="RUNNING")
+        except MlflowException as err:
+            raise CharRNNError(f"MLflow run {run_id} not found in {tracking_uri()} ({err.message[:120]})") from None
+        return cls(client, run_id)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        status = "FINISHED" if kind is None else "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
+        self.client.set_terminated(self.id, status)
+
+    def log_metrics(self, metrics, step=0):
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.id, metrics=[Metric(key, float(value), now, step)
+                                                for key, value in metrics.items()])
+
+    def log_artifact(self, path, folder=None):
+        self.client.log_artifact(self.id, str(path), folder)
+
+
+class TrainingTracker:
+    """What the training loop reports to: `start` opens (or, on resume, continues) the run.
+
+    As a context manager it closes the run, if one was started, as PipelineRun does.
+    """
+
+    def __init__(self, p, vocab):
+        self.p, self.vocab, self.run = p, vocab, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.run is not None:
+            self.run.__exit__(*exc_info)
+
+    def start(self, resumed_run_id):
+        client = connect()
+        if resumed_run_id is not None:
+            self.run = PipelineRun.reopen(resumed_run_id)
+            return self.run.id
+        exp_name = experiment_name(self.p, self.vocab.corpus)
+        experiment = client.get_experiment_by_name(exp_name)
+        if experiment is None:
+            artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (project_root() / "mlruns" / "artifacts").as_uri()
+            experiment_id = client.create_experiment(exp_name, artifact_location=artifacts)
+        else:
+            experiment_id = experiment.experiment_id
+        dvc_exp = os.environ.get("DVC_EXP_NAME", "")
+        name = dvc_exp or f"{self.vocab.corpus}-{self.p['num_layers']}x{self.p['lstm_size']}-{self.p['cell']}"
+        tags = {"git_commit": _git_commit(), "corpus": self.vocab.corpus, "corpus_sha256": self.vocab.sha256,
+                "device": self.p["device"], "dvc_exp_name": dvc_exp, "split": split_id(self.p, self.vocab)}
+        run = client.create_run(experiment_id, run_name=name, tags=tags)
+        self.run = PipelineRun(client, run.info.run_id)
+        client.log_batch(self.run.id, params=[Param(key, str(value)[:6000]) for key, value in self.p.items()])
+        return self.run.id
+
+    def log(self, row):
+        step = row["step"]
+        self.run.log_metrics({key: value for key, value in row.items() if key != "step"}, step=step)
+
+
+def log_training(run, metrics, history, vocab_path):
+    """After training: summary metrics, the vocabulary and the loss curves as an image."""
+    run.log_metrics({key: value for key, value in metrics.items() if isinstance(value, (int, float))})
+    run.client.set_tag(run.id, "device", metrics["device"])
+    run.log_artifact(vocab_path)
+    with tempfile.TemporaryDirectory() as folder:
+        image = Path(folder) / "loss.png"
+        _plot_losses(history, image)
+        run.log_artifact(image, "plots")
+
+
+def _plot_losses(history, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [row["step"] for row in history]
+    figure, axes = plt.subplots(figsize=(7, 4))
+    axes.plot(steps, [row["train_loss"] for row in history], label="train")
+    axes.plot(steps, [row["val_loss"] for row in history], label="val")
+    axes.set(xlabel="step", ylabel="loss (nats/char)", title="charrnn loss")
+    axes.legend()
+    figure.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+
+
+def _git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+class CharRNNModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc flavour: a DataFrame with `prime` (and optional `length`, `temperature`, `top_k`,
+    `seed`) in, one generated text per row out."""
+
+    def load_context(self, context):
+        self.model, self.vocab = checkpoint.load_model(context.artifacts["checkpoint"])
+
+    def predict(self, context, model_input, params=None):
+        if "prime" not in model_input.columns:
+            raise CharRNNError("the input needs a 'prime' column")
+        texts = []
+        for row in model_input.to_dict("records"):
+            length = int(_given(row, "length", 200))
+            if length > MAX_LENGTH:
+                raise CharRNNError(f"length {length} is over the limit of {MAX_LENGTH} characters per request")
+            texts.append(generate(self.model, self.vocab, str(row["prime"]), length,
+                                  temperature=float(_given(row, "temperature", 1.0)),
+                                  top_k=int(_given(row, "top_k", 5)), seeds=[int(_given(row, "seed", 0))])[0])
+        return texts
+
+
+def _given(row, key, default):
+    value = row.get(key)
+    return default if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "prime"), ColSpec("long", "length", required=False),
+                   ColSpec("double", "temperature", required=False), ColSpec("long", "top_k", required=False),
+                   ColSpec("long", "seed", required=False)]),
+    outputs=Schema([ColSpec("string")]),
+)
+
+
+def register(run, best_path, corpus_name, val_loss, split):
+    """Log best.pt as a pyfunc model in the run and register it as a new version; return the version."""
+    name = model_name(corpus_name)
+    example = pd.DataFrame({"prime": ["Far"], "length": [100], "temperature": [0.8], "top_k": [5], "seed": [0]})
+    with mlflow.start_run(run_id=run.id):
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=CharRNNModel(), artifacts={"checkpoint": str(best_path)},
+            code_paths=[str(Path(charrnn.__file__).parent)], signature=SIGNATURE, input_example=example,
+            pip_requirements=["torch==2.13.0", "numpy", "pandas", "tqdm", "pyyaml"],
+            registered_model_name=name,
+        )
+    version = str(info.registered_model_version)
+    for key, value in {"val_loss": repr(float(val_loss)), "split": split, "run_id": run.id}.items():
+        run.client.set_model_version_tag(name, version, key, value)
+    return version
+
+
+def promote(client, name, split, dry_run=False):
+    """Give `champion` to the lowest-val-loss version of `name` with this split; print the decision.
+
+    Returns (champion version, its val loss). Idempotent: re-running changes nothing.
+    """
+    versions = [v for v in client.search_model_versions(f"name='{name}'")
+                if v.tags.get("split") == split and "val_loss" in v.tags]
+    if not versions:
+        raise CharRNNError(f"no version of {name} with split {split} to promote")
+    best = min(versions, key=lambda v: (float(v.tags["val_loss"]), int(v.version)))
+    best_loss = float(best.tags["val_loss"])
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    newest = max(versions, key=lambda v: int(v.version))
+    print(f"{name}: newest version {newest.version} val {float(newest.tags['val_loss']):.4f}; "
+          f"best version {best.version} val {best_loss:.4f}")
+    if current is not None and current.version == best.version:
+        print(f"{CHAMPION} stays on version {best.version}")
+    else:
+        was = (f"version {current.version} (val {float(current.tags.get('val_loss', 'nan')):.4f})"
+               if current is not None else "no version")
+        verb = "would move" if dry_run else "moves"
+        print(f"{CHAMPION} {verb} from {was} to version {best.version} (val {best_loss:.4f})")
+        if not dry_run:
+            client.set_registered_model_alias(name, CHAMPION, best.version)
+    return best.version, best_loss
+
+
+def download_checkpoint(model_uri):
+    """The best.pt inside a logged model, e.g. models:/charrnn-anna@champion, as a local path."""
+    connect()
+    try:
+        folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    except MlflowException as err:
+        raise CharRNNError(f"cannot load {model_uri} from {tracking_uri()}: {err.message[:200]}") from None
+    found = sorted(Path(folder).glob("artifacts/*.pt"))
+    if not found:
+        raise CharRNNError(f"{model_uri} holds no charrnn checkpoint")
+    return found[0]

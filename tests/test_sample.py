@@ -1,0 +1,102 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from charrnn import checkpoint
+from charrnn.errors import CharRNNError
+from charrnn.evaluate import evaluate_checkpoint
+from charrnn.sample import generate, pick, uniform
+from charrnn.train import train
+from conftest import assert_clean_error, tiny_corpus, tiny_params
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained for a few seconds: (model, vocab, folder with best.pt, val ids, params)."""
+    folder = tmp_path_factory.mktemp("model")
+    train_ids, val_ids, vocab = tiny_corpus()
+    p = tiny_params(epochs=2)
+    train(p, train_ids, val_ids, vocab, folder)
+    model, vocab = checkpoint.load_model(folder / "best.pt")
+    return model, vocab, folder, val_ids, p
+
+
+def test_top_k_1_is_greedy_and_low_temperature_converges_to_it(trained):
+    model, vocab, *_ = trained
+    greedy = generate(model, vocab, "the ", 80, temperature=0)
+    assert generate(model, vocab, "the ", 80, temperature=1.0, top_k=1, seeds=[3]) == greedy
+    assert generate(model, vocab, "the ", 80, temperature=1e-4, seeds=[9]) == greedy
+    assert greedy[0].startswith("the ") and len(greedy[0]) == 84
+
+
+def test_same_seed_same_text_and_batches_equal_single_streams(trained):
+    model, vocab, *_ = trained
+    batch = generate(model, vocab, "the", 120, temperature=1.0, seeds=[11, 12, 13])
+    assert [generate(model, vocab, "the", 120, seeds=[seed])[0] for seed in (11, 12, 13)] == batch
+    assert len(set(batch)) == 3  # different seeds, different texts
+
+
+def test_top_k_never_leaves_the_k_most_likely():
+    logits = torch.randn(1, 40).expand(5000, -1)
+    ids = pick(logits, 1.0, 5, 1.0, uniform(torch.arange(5000), step=0))
+    allowed = set(torch.topk(logits[0], 5).indices.tolist())
+    assert set(ids.tolist()) == allowed  # all five appear in 5,000 draws, nothing else does
+
+
+def test_top_p_keeps_the_smallest_set_with_that_mass():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    ids = pick(probs.log().expand(4000, -1), 1.0, 0, 0.7, uniform(torch.arange(4000), step=1))
+    assert set(ids.tolist()) == {0, 1}
+
+
+def test_draws_follow_the_distribution():
+    probs = torch.tensor([0.6, 0.25, 0.1, 0.05])
+    ids = pick(probs.log().expand(40_000, -1), 1.0, 0, 1.0, uniform(torch.arange(40_000), step=7))
+    freq = np.bincount(ids.numpy(), minlength=4) / 40_000
+    assert np.allclose(freq, probs.numpy(), atol=0.01)
+
+
+def test_bad_sampling_options_are_named(trained):
+    model, vocab, *_ = trained
+    with pytest.raises(CharRNNError, match="not in the tiny vocabulary: 'Q', 'z'"):
+        generate(model, vocab, "the Qz", 10)
+    assert generate(model, vocab, "the Qz", 10, drop_unknown=True, temperature=0)[0].startswith("the ")
+    for kwargs, message in [(dict(prime=""), "prime text is empty"), (dict(length=-1), "length must be >= 0"),
+                            (dict(temperature=-0.5), "temperature must be >= 0"),
+                            (dict(top_k=len(vocab) + 1), "top_k must be between 1 and the vocabulary size"),
+                            (dict(top_p=0), "top_p must be in"), (dict(seeds=[]), "num_samples must be >= 1")]:
+        with pytest.raises(CharRNNError, match=message):
+            generate(model, vocab, **{"prime": "the", "length": 5, **kwargs})
+
+
+def test_evaluation_equals_the_training_loops_validation(trained):
+    _, _, folder, val_ids, p = trained
+    metrics = evaluate_checkpoint(folder / "best.pt", {"val": val_ids, "test": val_ids[:0]}, p["batch_size"],
+                                  p["num_steps"], "cpu", p["precision"])
+    assert metrics["val_loss"] == checkpoint.load(folder / "best.pt")["val_loss"]
+    assert metrics["val_bpc"] == pytest.approx(metrics["val_loss"] / np.log(2))
+    assert "test_loss" not in metrics  # an empty split has no metrics
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "charrnn.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_streams_a_sample(trained):
+    folder = trained[2]
+    result = cli("sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the", "--length", "50",
+                 "--temperature", "0.8", "--top-k", "5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("the") and len(result.stdout) == 3 + 50 + 1
+
+
+def test_cli_sample_errors(trained, tmp_path):
+    folder = trained[2]
+    assert_clean_error(cli("sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the €"),
+                       "characters not in the tiny vocabulary: '€'")
+    assert_clean_error(cli("sample", "--checkpoint", str(tmp_path / "none.pt")), "not found")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert_clean_error(cli("sample", "--checkpoint", str(tmp_path / "bad.pt")), "not a readable checkpoint")
