@@ -61,42 +61,53 @@ def assert_clean_error(result, *fragments):
 PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvcignore")
 
 
-@pytest.fixture
-def project(tmp_path, mirror):
-    """A fresh git + DVC checkout of this project's pipeline in a temp folder; returns a runner.
+def make_project(folder, mirror, **env):
+    """A fresh git + DVC checkout of this project's pipeline in `folder`; returns a runner.
 
-    `project("repro")` runs `dvc repro` there with the venv on PATH and the corpus mirror set.
+    `run("repro")` runs `dvc repro` there with the venv on PATH and the corpus mirror set.
     """
     import shutil
 
     for name in PROJECT_FILES:
-        src, dest = ROOT / name, tmp_path / name
+        src, dest = ROOT / name, folder / name
         if src.is_dir():
             shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest)
     bin_dir = Path(sys.executable).parent
+    extra_env = env
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CHARRNN_DATA_MIRROR": str(mirror)}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the project's own store unless a test names another
+    env.update(extra_env)
 
-    def run(*args, check=True):
+    def run(*args, check=True, tool="dvc"):
         result = subprocess.run(
-            [str(bin_dir / "dvc"), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+            [str(bin_dir / tool), *args], cwd=folder, env=env, capture_output=True, text=True, timeout=900
         )
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
         return result
 
+    git_env = {**env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+               "GIT_COMMITTER_EMAIL": "t@t"}
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
-        subprocess.run(command, cwd=tmp_path, check=True, capture_output=True,
-                       env={**env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-                            "GIT_COMMITTER_EMAIL": "t@t"})
-    run.root = tmp_path
+        subprocess.run(command, cwd=folder, check=True, capture_output=True, env=git_env)
+    run.root, run.env = folder, env
     return run
+
+
+@pytest.fixture
+def project(tmp_path, mirror):
+    return make_project(tmp_path, mirror)
 
 
 TINY = dict(lstm_size=32, num_layers=1, batch_size=8, num_steps=16, epochs=2, eval_every=10,
             warmup_steps=5, keep_checkpoints=0, dropout=0.1, learning_rate=0.01, precision="fp32", device="cpu")
+
+
+# The whole pipeline on Hamlet in seconds: 143 steps, a kept checkpoint at step 100.
+PIPELINE = dict(TINY, corpus="hamlet", batch_size=32, num_steps=32, epochs=1, eval_every=50, keep_checkpoints=100)
 
 
 def tiny_params(**overrides):

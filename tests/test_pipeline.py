@@ -4,11 +4,11 @@ import json
 
 import yaml
 
-from conftest import TINY, write_params
+from conftest import PIPELINE, write_params
 
 
 def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
-    write_params(project.root, corpus="hamlet", **{**TINY, "batch_size": 32, "num_steps": 32, "epochs": 1, "eval_every": 50, "keep_checkpoints": 100})
+    write_params(project.root, **PIPELINE)
 
     first = project("repro").stdout
     for stage in ("fetch", "prepare", "split", "train", "evaluate", "sample", "register"):

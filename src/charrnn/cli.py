@@ -3,9 +3,14 @@
 import argparse
 import sys
 
-from charrnn import __version__, checkpoint, corpus
+from charrnn import __version__, checkpoint, corpus, params
 from charrnn.errors import exit_on_error
 from charrnn.params import SCHEMA
+from charrnn.sample import generate
+from charrnn.train import pick_device
+from charrnn.vocab import Vocab
+
+# charrnn.tracking imports MLflow (seconds); the commands that need it import it when they run.
 
 
 def _fetch(args):
@@ -13,25 +18,39 @@ def _fetch(args):
 
 
 def _sample(args):
-    from charrnn.sample import generate
-    from charrnn.train import pick_device
+    if args.model:
+        from charrnn.tracking import download_checkpoint
 
+        args.checkpoint = download_checkpoint(args.model)
     model, vocab = checkpoint.load_model(args.checkpoint)
     seeds = range(args.seed, args.seed + args.num_samples)
-    stream = args.num_samples == 1 and args.length > 0
-    if stream:
-        sys.stdout.write(args.prime)
+    stream = args.num_samples == 1
+    started = []
 
     def print_step(ids):
+        if not started:  # the options are valid once the first character comes: show the prime first
+            started.append(True)
+            sys.stdout.write("".join(c for c in args.prime if c in vocab.chars) if args.drop_unknown else args.prime)
         sys.stdout.write(vocab.chars[ids[0].item()])
         sys.stdout.flush()
 
     texts = generate(model, vocab, args.prime, args.length, args.temperature, args.top_k, args.top_p, seeds,
                      pick_device(args.device), args.drop_unknown, on_step=print_step if stream else None)
-    if stream:
+    if started:
         sys.stdout.write("\n")
+    elif stream:
+        print(texts[0])
     else:
         print("\n\n".join(f"--- seed {seed} ---\n{text}" for seed, text in zip(seeds, texts)))
+
+
+def _promote(args):
+    from charrnn import tracking
+
+    p = params.load(args.params)
+    vocab = Vocab.load(args.vocab)
+    tracking.promote(tracking.connect(), tracking.model_name(vocab.corpus), tracking.split_id(p, vocab),
+                     dry_run=args.dry_run)
 
 
 def build_parser():
@@ -54,7 +73,9 @@ def build_parser():
         description="Sample from a checkpoint. Temperature 0 is greedy decoding: deterministic, and prone "
         "to loops.",
     )
-    sample.add_argument("--checkpoint", default="models/best.pt", help="a charrnn checkpoint (default: %(default)s)")
+    source = sample.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", default="models/best.pt", help="a charrnn checkpoint (default: %(default)s)")
+    source.add_argument("--model", help="an MLflow model URI instead, e.g. models:/charrnn-anna@champion")
     for name, flag, kind in [("prime", "--prime", str), ("length", "--length", int),
                              ("temperature", "--temperature", float), ("top_k", "--top-k", int),
                              ("top_p", "--top-p", float), ("seed", "--seed", int),
@@ -64,6 +85,16 @@ def build_parser():
     sample.add_argument("--drop-unknown", action="store_true", help="drop prime characters outside the vocabulary")
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sample.set_defaults(run=_sample)
+
+    promote = commands.add_parser(
+        "promote", help="give the alias 'champion' to the registered version with the lowest val loss",
+        description="Among the versions of charrnn-<corpus> with the split of params.yaml, the one with the "
+        "lowest validation loss gets the alias 'champion'. Uses MLFLOW_TRACKING_URI, else mlruns/mlflow.db.",
+    )
+    promote.add_argument("--dry-run", action="store_true", help="print the decision, change nothing")
+    promote.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
+    promote.add_argument("--vocab", default="data/prepared/vocab.json", help="(default: %(default)s)")
+    promote.set_defaults(run=_promote)
     return parser
 
 

@@ -37,12 +37,17 @@ def project_root():
     return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
+def local_store():
+    """The project's own store: mlruns/ in the repository root."""
+    return project_root() / "mlruns"
+
+
 def tracking_uri():
+    """MLFLOW_TRACKING_URI if set (note: mlflow.set_tracking_uri sets it too), else the local store."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    store = project_root() / "mlruns"
-    store.mkdir(exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    local_store().mkdir(exist_ok=True)
+    return f"sqlite:///{local_store() / 'mlflow.db'}"
 
 
 def connect():
@@ -129,7 +134,8 @@ class TrainingTracker:
         exp_name = experiment_name(self.p, self.vocab.corpus)
         experiment = client.get_experiment_by_name(exp_name)
         if experiment is None:
-            artifacts = None if os.environ.get("MLFLOW_TRACKING_URI") else (project_root() / "mlruns" / "artifacts").as_uri()
+            local = tracking_uri() == f"sqlite:///{local_store() / 'mlflow.db'}"
+            artifacts = (local_store() / "artifacts").as_uri() if local else None  # a server picks its own
             experiment_id = client.create_experiment(exp_name, artifact_location=artifacts)
         else:
             experiment_id = experiment.experiment_id
@@ -189,7 +195,7 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         self.model, self.vocab = checkpoint.load_model(context.artifacts["checkpoint"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[str]:
         if "prime" not in model_input.columns:
             raise CharRNNError("the input needs a 'prime' column")
         texts = []
@@ -222,7 +228,8 @@ def register(run, best_path, corpus_name, val_loss, split):
     example = pd.DataFrame({"prime": ["Far"], "length": [100], "temperature": [0.8], "top_k": [5], "seed": [0]})
     with mlflow.start_run(run_id=run.id):
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=CharRNNModel(), artifacts={"checkpoint": str(best_path)},
+            name="model", python_model=str(Path(__file__).with_name("served_model.py")),
+            artifacts={"checkpoint": str(best_path)},
             code_paths=[str(Path(charrnn.__file__).parent)], signature=SIGNATURE, input_example=example,
             pip_requirements=["torch==2.13.0", "numpy", "pandas", "tqdm", "pyyaml"],
             registered_model_name=name,
@@ -251,7 +258,7 @@ def promote(client, name, split, dry_run=False):
     newest = max(versions, key=lambda v: int(v.version))
     print(f"{name}: newest version {newest.version} val {float(newest.tags['val_loss']):.4f}; "
           f"best version {best.version} val {best_loss:.4f}")
-    if current is not None and current.version == best.version:
+    if current is not None and str(current.version) == str(best.version):  # MLflow mixes int and str
         print(f"{CHAMPION} stays on version {best.version}")
     else:
         was = (f"version {current.version} (val {float(current.tags.get('val_loss', 'nan')):.4f})"
@@ -260,7 +267,7 @@ def promote(client, name, split, dry_run=False):
         print(f"{CHAMPION} {verb} from {was} to version {best.version} (val {best_loss:.4f})")
         if not dry_run:
             client.set_registered_model_alias(name, CHAMPION, best.version)
-    return best.version, best_loss
+    return str(best.version), best_loss
 
 
 def download_checkpoint(model_uri):

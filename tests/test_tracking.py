@@ -1,0 +1,183 @@
+"""MLflow for real: the local sqlite store, a real `mlflow server`, the registry and a served model."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from charrnn.errors import CharRNNError
+from charrnn.tracking import CHAMPION, promote
+from conftest import PIPELINE, assert_clean_error, make_project, write_params
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url, process, seconds=180):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{process.args} exited: {process.stdout.read() if process.stdout else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+def post_json(url, payload):
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory, mirror):
+    """The whole pipeline run once on Hamlet, tracked in the project's own mlruns/ store."""
+    run = make_project(tmp_path_factory.mktemp("tracked"), mirror)
+    write_params(run.root, **PIPELINE)
+    run("repro")
+    run.client = MlflowClient(f"sqlite:///{run.root}/mlruns/mlflow.db")
+    return run
+
+
+def test_one_run_spans_the_stages(pipeline):
+    client = pipeline.client
+    experiment = client.get_experiment_by_name("charrnn-hamlet")
+    assert experiment.artifact_location.startswith((pipeline.root / "mlruns").as_uri())
+    [run] = client.search_runs([experiment.experiment_id])
+    run_id = run.info.run_id
+    assert json.loads((pipeline.root / "models/mlflow_run.json").read_text())["run_id"] == run_id
+    assert run.info.status == "FINISHED"
+    assert run.data.params["lstm_size"] == "32" and run.data.params["sample.prime"] == "Far"
+    assert {"git_commit", "corpus", "corpus_sha256", "device", "dvc_exp_name", "split"} <= run.data.tags.keys()
+    assert run.data.tags["corpus_sha256"] == "048e9e99c691ebac2756b8442a15291ca13adb7880104a3486cdb2c67e42bdaf"
+    assert [m.step for m in client.get_metric_history(run_id, "val_loss")][:3] == [50, 100, 143]
+    assert {"num_params", "chars_per_sec", "best_val_loss", "test_loss", "test_bpc", "val_bpc", "lr"} <= run.data.metrics.keys()
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"samples", "plots", "vocab.json"} <= artifacts
+    samples = {a.path for a in client.list_artifacts(run_id, "samples")}
+    assert samples == {"samples/best.txt", next(s for s in samples if s.startswith("samples/i100_"))}
+
+    champion = client.get_model_version_by_alias("charrnn-hamlet", CHAMPION)
+    assert str(champion.version) == "1" and champion.tags["run_id"] == run_id
+    assert float(champion.tags["val_loss"]) == json.loads((pipeline.root / "metrics/eval.json").read_text())["val_loss"]
+
+
+def test_a_worse_variant_is_registered_but_not_champion(pipeline):
+    result = pipeline("exp", "run", "-n", "tiny8", "-S", "lstm_size=8")
+    assert "champion stays on version 1" in result.stdout
+    client = pipeline.client
+    versions = {str(v.version): float(v.tags["val_loss"]) for v in client.search_model_versions("name='charrnn-hamlet'")}
+    assert set(versions) == {"1", "2"} and versions["2"] > versions["1"]
+    assert str(client.get_model_version_by_alias("charrnn-hamlet", CHAMPION).version) == "1"
+    named = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id],
+                               filter_string="tags.dvc_exp_name = 'tiny8'")
+    assert len(named) == 1 and named[0].info.run_name == "tiny8"
+
+    dry = pipeline("promote", "--dry-run", tool="charrnn")
+    assert "champion stays on version 1" in dry.stdout
+
+
+def test_champion_loads_in_a_fresh_process_and_samples(pipeline):
+    code = ("import mlflow, pandas as pd; "
+            "m = mlflow.pyfunc.load_model('models:/charrnn-hamlet@champion'); "
+            "print(repr(m.predict(pd.DataFrame({'prime': ['To be'], 'length': [40], 'seed': [3]}))[0]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**pipeline.env, "MLFLOW_TRACKING_URI": f"sqlite:///{pipeline.root}/mlruns/mlflow.db"})
+    assert result.returncode == 0, result.stderr
+    text = eval(result.stdout.strip().splitlines()[-1])
+    assert text.startswith("To be") and len(text) == 45
+
+    streamed = pipeline("sample", "--model", "models:/charrnn-hamlet@champion", "--length", "30", "--prime", "The",
+                        tool="charrnn")
+    assert streamed.stdout.startswith("The") and len(streamed.stdout) == 3 + 30 + 1
+    missing = pipeline("sample", "--model", "models:/charrnn-nothing@champion", check=False, tool="charrnn")
+    assert_clean_error(missing, "cannot load models:/charrnn-nothing@champion")
+
+
+def test_served_champion_answers_over_http(pipeline):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/charrnn-hamlet@champion",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=pipeline.root, env={**pipeline.env, "MLFLOW_TRACKING_URI": f"sqlite:///{pipeline.root}/mlruns/mlflow.db"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ping", server)
+        status, body = post_json(f"http://127.0.0.1:{port}/invocations",
+                                 {"dataframe_records": [{"prime": "To be", "length": 60, "seed": 1}]})
+        assert status == 200, body
+        assert body["predictions"][0].startswith("To be") and len(body["predictions"][0]) == 65
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/registry.db")
+    client.create_registered_model("charrnn-x")
+
+    def add(val_loss, split="s"):
+        return str(client.create_model_version("charrnn-x", source=(tmp_path / "model").as_uri(),
+                                               tags={"val_loss": repr(val_loss), "split": split}).version)
+
+    return client, add
+
+
+def test_promotion_picks_the_lowest_val_loss_of_the_same_split(registry, capsys):
+    client, add = registry
+    for loss in (1.5, 1.2, 1.4):
+        add(loss)
+    assert promote(client, "charrnn-x", "s") == ("2", 1.2)
+    assert str(client.get_model_version_by_alias("charrnn-x", CHAMPION).version) == "2"
+    assert promote(client, "charrnn-x", "s") == ("2", 1.2)  # idempotent
+    assert "champion stays on version 2" in capsys.readouterr().out
+
+    add(1.0, split="other")  # another split's loss is never compared
+    assert promote(client, "charrnn-x", "s")[0] == "2"
+    add(1.1)
+    assert promote(client, "charrnn-x", "s", dry_run=True)[0] == "5"
+    assert "would move from version 2 (val 1.2000) to version 5 (val 1.1000)" in capsys.readouterr().out
+    assert str(client.get_model_version_by_alias("charrnn-x", CHAMPION).version) == "2"
+    with pytest.raises(CharRNNError, match="no version of charrnn-x with split nope"):
+        promote(client, "charrnn-x", "nope")
+
+
+def test_pipeline_against_a_real_tracking_server(tmp_path, mirror):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination",
+         str(tmp_path / "server-artifacts"), "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", server)
+        uri = f"http://127.0.0.1:{port}"
+        project = make_project(tmp_path / "project", mirror, MLFLOW_TRACKING_URI=uri)
+        write_params(project.root, **{**PIPELINE, "keep_checkpoints": 0})
+        project("repro")
+        client = MlflowClient(uri)
+        [run] = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])
+        assert run.info.status == "FINISHED" and "test_bpc" in run.data.metrics
+        assert str(client.get_model_version_by_alias("charrnn-hamlet", CHAMPION).version) == "1"
+        assert not (project.root / "mlruns").exists()  # nothing went to the local store
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
