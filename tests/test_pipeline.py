@@ -1,8 +1,16 @@
 """`dvc repro` on a fresh copy of the pipeline: stages chain, reruns are exact, no-op is a no-op."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import yaml
+
+from charrnn import checkpoint
 
 from conftest import PIPELINE, write_params
 
@@ -37,3 +45,31 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     assert all(key in metrics for key in ("train_chars", "best_val_loss", "chars_per_sec", "val_bpc"))
     plots = json.loads(project("plots", "show", "--json").stdout)
     assert not plots.get("errors") and plots["data"]["plots/train/loss.csv"], plots
+
+
+def test_kill_9_during_training_then_repro_resumes_to_the_same_metrics(project):
+    write_params(project.root, **{**PIPELINE, "epochs": 4, "eval_every": 20, "keep_checkpoints": 0})
+    project("repro", "split")
+    stage = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=project.root, env=project.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = project.root / "models" / "last.pt"
+    deadline = time.time() + 300
+    while not (last.exists() and checkpoint.load(last)["step"] >= 100):
+        assert stage.poll() is None and time.time() < deadline, "training ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(stage.pid, signal.SIGKILL)
+    stage.wait()
+    killed_at = checkpoint.load(last)["step"]
+    assert killed_at < 4 * 143
+
+    rerun = project("repro").stdout
+    assert f"resuming from models/last.pt at step {killed_at}" in rerun
+    resumed = json.loads((project.root / "metrics/train.json").read_text())
+
+    params = yaml.safe_load((project.root / "params.yaml").read_text())
+    params["resume"] = False
+    (project.root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert "resuming" not in project("repro").stdout
+    uninterrupted = json.loads((project.root / "metrics/train.json").read_text())
+    resumed.pop("chars_per_sec"), uninterrupted.pop("chars_per_sec")
+    assert resumed == uninterrupted
