@@ -1,10 +1,9 @@
 """Stage evaluate: loss, bits/char and perplexity of models/best.pt on the val and test splits, also
 logged to the pipeline's MLflow run."""
 
-import numpy as np
-
 from charrnn import params, tracking
 from charrnn.atomic import write_json
+from charrnn.batches import load_ids
 from charrnn.errors import exit_on_error
 from charrnn.evaluate import evaluate_checkpoint
 from charrnn.train import pick_device
@@ -13,8 +12,8 @@ from charrnn.train import pick_device
 @exit_on_error
 def main():
     p = params.load()
-    splits = {name: np.load(f"data/split/{name}.npy", mmap_mode="r") for name in ("val", "test")}
     with tracking.PipelineRun.reopen() as run:
+        splits = {name: load_ids(f"data/split/{name}.npy") for name in ("val", "test")}
         metrics = evaluate_checkpoint("models/best.pt", splits, p["batch_size"], p["num_steps"],
                                       pick_device(p["device"]), p["precision"])
         write_json("metrics/eval.json", metrics)

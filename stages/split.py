@@ -2,10 +2,9 @@
 
 from pathlib import Path
 
-import numpy as np
-
 from charrnn import params
 from charrnn.atomic import save_array, write_json
+from charrnn.batches import load_ids
 from charrnn.errors import exit_on_error
 from charrnn.split import split_array
 
@@ -16,7 +15,7 @@ OUT_DIR = Path("data/split")
 @exit_on_error
 def main():
     p = params.load()
-    parts = split_array(np.load(ENCODED, mmap_mode="r"), p)
+    parts = split_array(load_ids(ENCODED), p)
     for name, part in parts.items():
         save_array(OUT_DIR / f"{name}.npy", part)
     sizes = {f"{name}_chars": len(part) for name, part in parts.items()}

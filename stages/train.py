@@ -4,10 +4,9 @@ Opens the pipeline's MLflow run (or continues it on resume) and writes its id to
 for the later stages.
 """
 
-import numpy as np
-
 from charrnn import params, tracking
 from charrnn.atomic import write_csv, write_json
+from charrnn.batches import load_ids
 from charrnn.errors import exit_on_error
 from charrnn.train import train
 from charrnn.vocab import Vocab
@@ -19,8 +18,8 @@ VOCAB = "data/prepared/vocab.json"
 def main():
     p = params.load()
     vocab = Vocab.load(VOCAB)
-    train_ids = np.load("data/split/train.npy", mmap_mode="r")
-    val_ids = np.load("data/split/val.npy", mmap_mode="r")
+    train_ids = load_ids("data/split/train.npy")
+    val_ids = load_ids("data/split/val.npy")
     with tracking.TrainingTracker(p, vocab) as tracker:
         metrics, history = train(p, train_ids, val_ids, vocab, "models", tracker=tracker)
         write_csv("plots/train/loss.csv", history)

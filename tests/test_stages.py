@@ -79,3 +79,9 @@ def test_cli_fetch_from_mirror(tmp_path, mirror):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "tinyshakespeare.txt").stat().st_size == 1_115_394
+
+
+def test_missing_inputs_of_later_stages(tmp_path):
+    write_params(tmp_path)
+    assert_clean_error(run_stage("split", tmp_path), "data/prepared/encoded.npy not found")
+    assert_clean_error(run_stage("train", tmp_path), "data/prepared/vocab.json not found")

@@ -1,6 +1,7 @@
 """MLflow for real: the local sqlite store, a real `mlflow server`, the registry and a served model."""
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -181,3 +182,35 @@ def test_pipeline_against_a_real_tracking_server(tmp_path, mirror):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_sigterm_during_training_marks_the_run_killed_and_keeps_checkpoints(project):
+    write_params(project.root, **{**PIPELINE, "epochs": 50, "eval_every": 20, "keep_checkpoints": 0})
+    project("repro", "split")
+    stage = subprocess.Popen([sys.executable, "stages/train.py"], cwd=project.root, env=project.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    last = project.root / "models" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists():
+        assert stage.poll() is None and time.time() < deadline, stage.stderr.read()
+        time.sleep(0.2)
+    stage.send_signal(signal.SIGTERM)
+    _, stderr = stage.communicate(timeout=120)
+    assert stage.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted"
+    client = MlflowClient(f"sqlite:///{project.root}/mlruns/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])
+    assert run.info.status == "KILLED"
+    assert (project.root / "models" / "best.pt").exists()
+
+
+def test_unreachable_tracking_server_is_one_clear_line(tmp_path):
+    from conftest import run_stage
+
+    port = free_port()  # nothing listens there
+    write_params(tmp_path, **PIPELINE)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mlflow_run.json").write_text('{"run_id": "0123"}')
+    started = time.time()
+    result = run_stage("evaluate", tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    assert time.time() - started < 30
+    assert_clean_error(result, f"MLflow tracking server http://127.0.0.1:{port} is unreachable")

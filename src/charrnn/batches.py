@@ -7,6 +7,8 @@ so the recurrent state carried from one window to the next has really seen the p
 import numpy as np
 import torch
 
+from charrnn.errors import CharRNNError
+
 
 def streams(ids, batch_size):
     """(inputs, targets): two (batch_size, length) views, targets = inputs shifted by one character."""
@@ -36,3 +38,13 @@ def windows(ids, batch_size, num_steps, device, start=0, partial=False):
 
 def _tensor(view, device):
     return torch.from_numpy(np.ascontiguousarray(view)).to(device, non_blocking=True)
+
+
+def load_ids(path):
+    """A stage's .npy id array, memory-mapped; missing or unreadable is a CharRNNError."""
+    try:
+        return np.load(path, mmap_mode="r")
+    except FileNotFoundError:
+        raise CharRNNError(f"{path} not found (run `dvc repro` to build it)") from None
+    except (ValueError, OSError) as err:
+        raise CharRNNError(f"{path} is not a readable id array ({err})") from None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from charrnn import project_root
 from charrnn.atomic import atomic_path
 from charrnn.errors import CharRNNError
 
@@ -88,8 +89,8 @@ def sha256_of(path):
 def fetch(corpus, raw_dir, mirror=None):
     """Make `raw_dir/<name>.txt` hold the corpus's verified bytes; return (path, sha256).
 
-    Order: a file already there with the right checksum, then `mirror` (default: $CHARRNN_DATA_MIRROR),
-    then the corpus URL. A user's own file is checked for UTF-8 and copied.
+    Order: a file already there with the right checksum, then `mirror` (default: $CHARRNN_DATA_MIRROR;
+    a relative path is taken from the repository root), then the corpus URL. A user's own file is checked for UTF-8 and copied.
     """
     dest = raw_path(corpus, raw_dir)
     if corpus.source is not None:
@@ -103,7 +104,8 @@ def fetch(corpus, raw_dir, mirror=None):
 
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     if mirror:
-        candidate = Path(mirror) / corpus.filename
+        # a relative mirror is relative to the repository root, also in DVC's temp copies
+        candidate = project_root() / mirror / corpus.filename
         if candidate.is_file():
             _verify(candidate, corpus.sha256, f"mirror file {candidate}")
             _copy(candidate, dest)

@@ -1,6 +1,7 @@
 """One error type for every problem a user can fix, and one way to report it."""
 
 import functools
+import signal
 import sys
 
 
@@ -9,10 +10,14 @@ class CharRNNError(Exception):
 
 
 def exit_on_error(main):
-    """Wrap a command's entry point: a CharRNNError becomes `error: ...` on stderr and exit 1."""
+    """Wrap a command's entry point: a CharRNNError becomes `error: ...` on stderr and exit 1.
+
+    SIGTERM is handled like Ctrl-C, so `with` blocks close cleanly (an MLflow run is marked KILLED).
+    """
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             return main(*args, **kwargs)
         except CharRNNError as err:
@@ -23,3 +28,7 @@ def exit_on_error(main):
             sys.exit(130)
 
     return wrapper
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

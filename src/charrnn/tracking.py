@@ -12,6 +12,7 @@ import os
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -23,18 +24,13 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
 import charrnn
-from charrnn import checkpoint
+from charrnn import checkpoint, project_root
 from charrnn.errors import CharRNNError
 from charrnn.sample import generate
 
 CHAMPION = "champion"
 RUN_FILE = "models/mlflow_run.json"  # written by the train stage, read by the later ones
 MAX_LENGTH = 10_000  # the most characters one served request may ask for
-
-
-def project_root():
-    """The repository root: DVC_ROOT under DVC (queued experiments run in temp copies), else here."""
-    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
 
 
 def local_store():
@@ -51,8 +47,19 @@ def tracking_uri():
 
 
 def connect():
-    """An MlflowClient on the project's store; the fluent API points there too."""
+    """An MlflowClient on the project's store; the fluent API points there too.
+
+    A tracking server is asked for /health first, so an unreachable one is one clear error in
+    seconds rather than minutes of MLflow's retries and a traceback.
+    """
     uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
+                pass
+        except OSError as err:
+            raise CharRNNError(f"MLflow tracking server {uri} is unreachable ({getattr(err, 'reason', err)}): "
+                               "start it, or unset MLFLOW_TRACKING_URI to use mlruns/mlflow.db") from None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return MlflowClient(uri, uri)
@@ -129,8 +136,14 @@ class TrainingTracker:
     def start(self, resumed_run_id):
         client = connect()
         if resumed_run_id is not None:
-            self.run = PipelineRun.reopen(resumed_run_id)
-            return self.run.id
+            try:
+                client.get_run(resumed_run_id)
+            except MlflowException:
+                print(f"MLflow run {resumed_run_id} of the resumed training is not in {tracking_uri()}: "
+                      "starting a new run")
+            else:
+                self.run = PipelineRun.reopen(resumed_run_id)
+                return self.run.id
         exp_name = experiment_name(self.p, self.vocab.corpus)
         experiment = client.get_experiment_by_name(exp_name)
         if experiment is None:

@@ -50,7 +50,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     if tracker is not None:
-        run["tracking_run_id"] = tracker.start(run.get("tracking_run_id"))
+        run["tracking_run_id"] = tracker.start(run["tracking_run_id"])
     print(f"model: {p['num_layers']}x{p['lstm_size']} {p['cell']}, {model.num_params():,} parameters "
           f"for {len(train_ids):,} training characters; {total_steps:,} steps on {device} ({p['precision']})")
 
