@@ -29,6 +29,15 @@ def test_defaults_are_valid_and_match_params_yaml():
         ("train_frac", "lots", "train_frac must be a fraction"),
         ("corpus", 3, "corpus must be a corpus name"),
         ("seed", -1, "seed must be an integer >= 0"),
+        ("lstm_size", "abc", "lstm_size must be an integer >= 1 (got 'abc')"),
+        ("num_layers", 0, "num_layers must be an integer >= 1"),
+        ("dropout", 1.0, "dropout must be a number in [0, 1)"),
+        ("dropout", -0.1, "dropout must be a number in [0, 1)"),
+        ("cell", "transformer", "cell must be one of lstm, gru, rnn"),
+        ("device", "tpu", "device must be one of auto, cpu, cuda"),
+        ("learning_rate", 0, "learning_rate must be a number > 0"),
+        ("sample.top_p", 0, "sample.top_p must be a number in (0, 1]"),
+        ("resume", "yes", "resume must be true or false"),
     ],
 )
 def test_bad_values_are_named(name, value, fragment):
