@@ -214,3 +214,28 @@ def test_unreachable_tracking_server_is_one_clear_line(tmp_path):
     result = run_stage("evaluate", tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
     assert time.time() - started < 30
     assert_clean_error(result, f"MLflow tracking server http://127.0.0.1:{port} is unreachable")
+
+
+def test_queued_experiments_run_two_at_a_time_into_the_one_store(project):
+    write_params(project.root, **{**PIPELINE, "keep_checkpoints": 0})
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "tiny"], cwd=project.root,
+                   check=True)
+    project("exp", "run", "--queue", "-S", "lstm_size=16,24")
+    # the workers DVC starts outlive `dvc queue start` and would hold captured pipes open: no capture
+    subprocess.run([str(Path(sys.executable).parent / "dvc"), "queue", "start", "-j", "2"], cwd=project.root,
+                   env=project.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=120, start_new_session=True)
+    deadline = time.time() + 600
+    while any(word in project("queue", "status").stdout for word in ("Queued", "Running")):
+        assert time.time() < deadline, project("queue", "status").stdout
+        time.sleep(2)
+    project("queue", "stop", check=False)
+    assert "Failed" not in project("queue", "status").stdout, project("queue", "logs", "-f", check=False).stdout
+
+    client = MlflowClient(f"sqlite:///{project.root}/mlruns/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])
+    assert sorted(run.data.params["lstm_size"] for run in runs) == ["16", "24"]
+    assert all(run.info.status == "FINISHED" and run.info.run_name == run.data.tags["dvc_exp_name"] != ""
+               for run in runs)
+    best = min(runs, key=lambda run: run.data.metrics["val_loss"])
+    assert client.get_model_version_by_alias("charrnn-hamlet", CHAMPION).tags["run_id"] == best.info.run_id

@@ -6,6 +6,7 @@ file; later stages reopen the run by id, log, and close it again. The store is t
 MLFLOW_TRACKING_URI names another store or server.
 """
 
+import fcntl
 import json
 import math
 import os
@@ -62,7 +63,16 @@ def connect():
                                "start it, or unset MLFLOW_TRACKING_URI to use mlruns/mlflow.db") from None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    return MlflowClient(uri, uri)
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(uri, uri)
+    # The first use of a sqlite store creates its tables; two queued experiments starting together must
+    # not both try (the loser fails its migration), so the client is made and first used under a file lock.
+    with open(Path(uri[len("sqlite:///"):]).parent / ".mlflow-init.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        client = MlflowClient(uri, uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    return client
 
 
 def experiment_name(p, corpus_name):

@@ -1,0 +1,103 @@
+"""`charrnn repro-check`: run the pipeline twice from scratch, each in a scratch copy of the repository,
+with a tiny configuration; every metric and sample must come out identical, and a second `dvc repro`
+must have nothing to do.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from charrnn.corpus import MIRROR_ENV
+from charrnn.errors import CharRNNError
+
+# Wall-clock figures differ on every run by nature; everything else must match bit for bit.
+TIMING_KEYS = {"chars_per_sec"}
+
+# Small enough for CI (about 20 s a run on 2 cores), big enough to exercise every stage.
+TINY = {"corpus": "hamlet", "lstm_size": 32, "num_layers": 1, "batch_size": 32, "num_steps": 32, "epochs": 1,
+        "eval_every": 50, "keep_checkpoints": 100, "warmup_steps": 5, "sample": {"length": 200}}
+
+OUTPUTS = ("metrics/*.json", "data/split/split.json", "plots/train/*.csv", "samples/*.txt")
+
+
+def repro_check(root, overrides=TINY, keep=False):
+    """Return the list of differences (empty when the pipeline reproduces)."""
+    root = Path(root).resolve()
+    scratch = Path(tempfile.mkdtemp(prefix="charrnn-repro-"))
+    env = _environment(root)
+    try:
+        results = [_run_from_scratch(root, scratch / f"run{i}", overrides, env) for i in (1, 2)]
+    finally:
+        if keep:
+            print(f"scratch copies kept in {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+    (first, first_problems), (second, second_problems) = results
+    problems = first_problems + second_problems
+    for name in sorted(first.keys() | second.keys()):
+        a, b = first.get(name), second.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            problems += [f"{name}: {key} {a.get(key)!r} != {b.get(key)!r}" for key in sorted(a.keys() | b.keys())
+                         if key not in TIMING_KEYS and a.get(key) != b.get(key)]
+        elif a != b:
+            problems.append(f"{name}: differs between the two runs")
+    compared = sum(len(v) if isinstance(v, dict) else 1 for v in first.values())
+    print(f"repro-check: compared {compared} metrics and outputs of two runs from scratch")
+    return problems
+
+
+def _environment(root):
+    """The caller's environment with the venv on PATH and an absolute corpus mirror."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if env.get(MIRROR_ENV):
+        env[MIRROR_ENV] = str((root / env[MIRROR_ENV]).resolve())
+    env.pop("MLFLOW_TRACKING_URI", None)  # each copy tracks into its own mlruns/
+    env.pop("DVC_ROOT", None)
+    return env
+
+
+def _run_from_scratch(root, copy, overrides, env):
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True, check=True)
+    for name in filter(None, tracked.stdout.split("\0")):
+        if (root / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, copy / name)
+    params_path = copy / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    _merge(params, overrides)
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=repro-check", "-c", "user.email=repro-check@localhost"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "repro-check"]):
+        subprocess.run(git + command, cwd=copy, check=True, capture_output=True)
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    print(f"repro-check: dvc repro in {copy}")
+    run = subprocess.run([dvc, "repro"], cwd=copy, env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-15:])
+        raise CharRNNError(f"dvc repro failed in {copy}:\n{tail}")
+    again = subprocess.run([dvc, "repro"], cwd=copy, env=env, capture_output=True, text=True)
+    problems = [] if "Data and pipelines are up to date" in again.stdout else \
+        [f"a second dvc repro was not a no-op:\n{again.stdout.strip()}"]
+
+    outputs = {}
+    for pattern in OUTPUTS:
+        for path in sorted(copy.glob(pattern)):
+            text = path.read_text(encoding="utf-8")
+            outputs[str(path.relative_to(copy))] = json.loads(text) if path.suffix == ".json" else text
+    return outputs, problems
+
+
+def _merge(target, overrides):
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            _merge(target.setdefault(key, {}), value)
+        else:
+            target[key] = value

@@ -1,0 +1,60 @@
+"""dvc.yaml tells the truth: each stage reads only what it declares (deps, or its own persisted outs)
+and writes only its outs. A stage reading an undeclared file would not be rerun when it changes."""
+
+import json
+from pathlib import Path
+
+import yaml
+
+from conftest import PIPELINE, ROOT, write_params
+
+# Code and config, which DVC tracks through the stage's declared code deps and params.
+NOT_DATA = ("src/", "stages/", "params.yaml", "mlruns/", ".dvc/", ".git/", "dvc.yaml", "dvc.lock")
+
+
+def declared(stage):
+    def paths(entries):
+        return [next(iter(entry)) if isinstance(entry, dict) else entry for entry in entries or []]
+
+    deps = paths(stage.get("deps"))
+    outs = paths(stage.get("outs")) + paths(stage.get("metrics")) + paths(stage.get("plots"))
+    return deps, outs
+
+
+def within(path, targets):
+    return any(path == target or path.startswith(target.rstrip("/") + "/") for target in targets)
+
+
+def test_stages_read_and_write_only_what_dvc_yaml_declares(project):
+    audit = project.root / "audit"
+    audit.mkdir()
+    project.env.update(PYTHONPATH=str(ROOT / "tests" / "audit"), CHARRNN_AUDIT_DIR=str(audit))
+    write_params(project.root, **PIPELINE)
+    project("repro")
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert sorted(path.stem for path in audit.glob("*.json")) == sorted(stages)
+    root = str(project.root.resolve()) + "/"
+    for name, stage in stages.items():
+        deps, outs = declared(stage)
+        log = json.loads((audit / f"{name}.json").read_text())
+        local = lambda paths: {p[len(root):] for p in paths if p.startswith(root) and not p.startswith(str(audit))}  # noqa: E731
+        data_reads = {p for p in local(log["reads"]) if not p.startswith(NOT_DATA)}
+        writes = {p for p in local(log["writes"]) if not p.startswith("mlruns/") and "/." not in "/" + p}
+        assert {p for p in data_reads if not within(p, deps + outs)} == set(), name
+        assert {p for p in writes if not within(p, outs)} == set(), name
+        assert writes, f"stage {name} wrote nothing"
+
+
+def test_repro_check_lists_every_difference(monkeypatch):
+    from charrnn import reprocheck
+
+    outputs = iter([
+        ({"metrics/train.json": {"val_loss": 1.5, "chars_per_sec": 10.0}, "samples/best.txt": "Far away"}, []),
+        ({"metrics/train.json": {"val_loss": 1.6, "chars_per_sec": 12.0}, "samples/best.txt": "Far off"},
+         ["a second dvc repro was not a no-op"]),
+    ])
+    monkeypatch.setattr(reprocheck, "_run_from_scratch", lambda *args: next(outputs))
+    problems = reprocheck.repro_check(ROOT)
+    assert problems == ["a second dvc repro was not a no-op", "metrics/train.json: val_loss 1.5 != 1.6",
+                        "samples/best.txt: differs between the two runs"]
