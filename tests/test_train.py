@@ -139,3 +139,31 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
     with pytest.raises(CharRNNError, match="not a readable checkpoint"):
         checkpoint.load(tmp_path / "cut.pt")
+
+
+def test_two_process_gloo_data_parallel_training(tmp_path, mirror):
+    from conftest import PIPELINE, run_stage, write_params
+
+    write_params(tmp_path, **{**PIPELINE, "processes": 2, "keep_checkpoints": 0, "epochs": 2})
+    for stage in ("fetch", "prepare", "split"):
+        assert run_stage(stage, tmp_path, env={"CHARRNN_DATA_MIRROR": str(mirror)}).returncode == 0
+    result = run_stage("train", tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "2 processes" in result.stdout and result.stdout.count("model: ") == 1  # rank 0 alone reports
+
+    import json
+
+    import numpy as np
+    from mlflow import MlflowClient
+
+    train_chars = len(np.load(tmp_path / "data/split/train.npy"))
+    per_rank = train_chars // 2
+    metrics = json.loads((tmp_path / "metrics/train.json").read_text())
+    assert metrics["steps"] == 2 * (((per_rank - 1) // 32) // 32)  # each rank: its own shard, same steps
+    rows = (tmp_path / "plots/train/loss.csv").read_text().splitlines()
+    assert float(rows[-1].split(",")[1]) < float(rows[1].split(",")[1]) - 0.3  # the loss falls
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    assert len(client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])) == 1
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["best.pt", "checkpoints", "last.pt",
+                                                                        "mlflow_run.json"]
+    assert len(checkpoint.load(tmp_path / "models/last.pt")["rank_states"]) == 2

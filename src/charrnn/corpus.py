@@ -113,11 +113,11 @@ def fetch(corpus, raw_dir, mirror=None):
             return dest, corpus.sha256
         print(f"mirror {mirror} has no {corpus.filename}; downloading instead")
 
-    download(corpus.url, dest, corpus.sha256)
+    download(corpus.url, dest, corpus.sha256, mirror_name=corpus.filename)
     return dest, corpus.sha256
 
 
-def download(url, dest, sha256):
+def download(url, dest, sha256, mirror_name):
     """Download `url` to `dest` with a progress bar; the file appears only when complete and verified."""
     with atomic_path(dest) as tmp:
         try:
@@ -137,7 +137,7 @@ def download(url, dest, sha256):
             reason = getattr(err, "reason", err)
             raise CharRNNError(
                 f"could not download {url} ({reason}); without internet, set {MIRROR_ENV} "
-                f"to a folder holding {dest.name}"
+                f"to a folder holding {mirror_name}"
             ) from None
         if expected is not None and received != expected:
             raise CharRNNError(f"download of {url} broke off at {received} of {expected} bytes; try again")

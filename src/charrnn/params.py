@@ -64,6 +64,7 @@ SCHEMA = {
     "keep_checkpoints": Param(0, int, "an integer >= 0 (0 = off)", _at_least(0)),
     "resume": Param(True, bool, "true or false"),
     "device": _one_of("auto", "cpu", "cuda"),
+    "processes": Param(1, int, "an integer >= 1 (data-parallel processes, e.g. one per GPU)", _at_least(1)),
     "precision": _one_of("fp32", "bf16"),
     # sample stage
     "sample.prime": Param("Far", str, "a non-empty text", lambda value: value != ""),

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from charrnn import checkpoint
+from charrnn import checkpoint, distributed
 from charrnn.batches import num_windows, windows
 from charrnn.errors import CharRNNError
 from charrnn.model import CharRNN, map_state
@@ -32,14 +32,20 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
     Returns (metrics dict, history rows {step, train_loss, val_loss, lr}).
     """
     out_dir = Path(out_dir)
-    device = pick_device(p["device"])
+    device = distributed.init(pick_device(p["device"]))
+    main_rank, ranks = distributed.rank() == 0, distributed.world_size()
     torch.manual_seed(p["seed"])
     model = CharRNN(len(vocab), p["cell"], p["lstm_size"], p["num_layers"], p["dropout"], p["embedding_size"])
     model.to(device)
+    stepped = model  # what the training steps run: the model, or its DDP wrapper that averages gradients
+    if ranks > 1:
+        stepped = torch.nn.parallel.DistributedDataParallel(model)
+        torch.manual_seed(p["seed"] + distributed.rank())  # same initial weights, different dropout masks
+        train_ids = distributed.shard(train_ids)
     optimizer = torch.optim.Adam(model.parameters(), lr=p["learning_rate"])
     steps_per_epoch = num_windows(train_ids, p["batch_size"], p["num_steps"])
     total_steps = p["epochs"] * steps_per_epoch
-    chars_per_step = p["batch_size"] * p["num_steps"]
+    chars_per_step = p["batch_size"] * p["num_steps"] * ranks
     fingerprint = {**training_params(p), "corpus_sha256": vocab.sha256, "train_chars": len(train_ids),
                    "val_chars": len(val_ids)}
 
@@ -51,11 +57,14 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     if tracker is not None:
         run["tracking_run_id"] = tracker.start(run["tracking_run_id"])
-    print(f"model: {p['num_layers']}x{p['lstm_size']} {p['cell']}, {model.num_params():,} parameters "
-          f"for {len(train_ids):,} training characters; {total_steps:,} steps on {device} ({p['precision']})")
+    say = print if main_rank else (lambda *args: None)
+    say(f"model: {p['num_layers']}x{p['lstm_size']} {p['cell']}, {model.num_params():,} parameters "
+        f"for {len(train_ids) * ranks:,} training characters; {total_steps:,} steps on {device} "
+        f"({p['precision']}{f', {ranks} processes' if ranks > 1 else ''})")
 
-    autocast = torch.autocast(device, dtype=torch.bfloat16) if p["precision"] == "bf16" else nullcontext()
-    bar = tqdm(total=total_steps, initial=run["step"], unit="step", disable=not sys.stderr.isatty())
+    device_type = torch.device(device).type
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if p["precision"] == "bf16" else nullcontext()
+    bar = tqdm(total=total_steps, initial=run["step"], unit="step", disable=not (main_rank and sys.stderr.isatty()))
     model.train()
     loss_sum, loss_count, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
     hidden = run["hidden"]
@@ -68,7 +77,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast:
-                logits, hidden = model(x, hidden)
+                logits, hidden = stepped(x, hidden)
             loss = F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -81,7 +90,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
             bar.update()
 
             if run["step"] % p["eval_every"] == 0 or run["step"] == total_steps or _keep_now(run["step"], p):
-                train_loss = (loss_sum / loss_count).item()
+                train_loss = distributed.mean(loss_sum / loss_count).item()
                 seconds = time.perf_counter() - interval_start
                 run["train_seconds"] += seconds
                 run["chars_trained"] += loss_count * chars_per_step
@@ -89,14 +98,17 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
                 _stop_if_diverged(train_loss, val_loss, run, out_dir)
                 row = dict(step=run["step"], train_loss=train_loss, val_loss=val_loss, lr=lr)
                 run["history"].append(row)
-                _checkpoint(run, row, hidden, model, optimizer, vocab, fingerprint, out_dir, p)
+                rank_states = distributed.gather(_rank_state(hidden))  # every rank's, for an exact resume
+                if main_rank:
+                    _checkpoint(run, row, rank_states, model, optimizer, vocab, fingerprint, out_dir, p)
                 rate = loss_count * chars_per_step / seconds
                 if tracker is not None:
                     tracker.log({**row, "chars_per_sec": rate})
                 bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", chars_s=f"{rate:,.0f}")
-                tqdm.write(f"step {run['step']:>6}/{total_steps} train {train_loss:.4f} val {val_loss:.4f} "
-                           f"lr {lr:.2e} {rate:,.0f} chars/s")
-                sys.stdout.flush()  # DVC pipes stdout: show progress now, not when the buffer fills
+                if main_rank:
+                    tqdm.write(f"step {run['step']:>6}/{total_steps} train {train_loss:.4f} val {val_loss:.4f} "
+                               f"lr {lr:.2e} {rate:,.0f} chars/s")
+                    sys.stdout.flush()  # DVC pipes stdout: show progress now, not when the buffer fills
                 loss_sum, loss_count, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
     bar.close()
 
@@ -105,7 +117,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
         train_loss=last["train_loss"], val_loss=last["val_loss"], best_val_loss=run["best_val_loss"],
         best_step=run["best_step"], steps=run["step"],
         chars_per_sec=round(run["chars_trained"] / max(run["train_seconds"], 1e-9), 1),
-        num_params=model.num_params(), device=device,
+        num_params=model.num_params(), device=device_type,
     )
     return metrics, run["history"]
 
@@ -169,10 +181,11 @@ def resume(out_dir, fingerprint, model, optimizer, device):
         return None
     model.load_state_dict(saved["model_state"])
     optimizer.load_state_dict(saved["optimizer_state"])
-    torch.set_rng_state(saved["rng_state"])
-    if saved["cuda_rng_state"] is not None and device == "cuda":
-        torch.cuda.set_rng_state(saved["cuda_rng_state"])
-    run = dict(saved["run"], hidden=map_state(saved["hidden"], lambda t: t.to(device)))
+    state = saved["rank_states"][distributed.rank()]
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"] is not None and device.startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda_rng"])
+    run = dict(saved["run"], hidden=map_state(state["hidden"], lambda t: t.to(device)))
     print(f"resuming from {last_path} at step {run['step']}")
     return run
 
@@ -189,7 +202,13 @@ def _stop_if_diverged(train_loss, val_loss, run, out_dir):
         )
 
 
-def _checkpoint(run, row, hidden, model, optimizer, vocab, fingerprint, out_dir, p):
+def _rank_state(hidden):
+    """What one rank must keep to continue exactly: its carried RNN state and its RNG states."""
+    return dict(hidden=map_state(hidden, torch.Tensor.cpu), rng=torch.get_rng_state(),
+                cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None)
+
+
+def _checkpoint(run, row, rank_states, model, optimizer, vocab, fingerprint, out_dir, p):
     """After an evaluation: best.pt if val improved, a kept copy if due, and always last.pt."""
     weights = dict(step=row["step"], val_loss=row["val_loss"], train_loss=row["train_loss"])
     if row["val_loss"] < run["best_val_loss"]:
@@ -202,9 +221,7 @@ def _checkpoint(run, row, hidden, model, optimizer, vocab, fingerprint, out_dir,
     checkpoint.save(out_dir / "last.pt", checkpoint.model_payload(
         model, vocab, **weights,
         optimizer_state=optimizer.state_dict(),
-        rng_state=torch.get_rng_state(),
-        cuda_rng_state=torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
-        hidden=map_state(hidden, torch.Tensor.cpu),
+        rank_states=rank_states,
         fingerprint=fingerprint,
         run=saved_run,
     ))
