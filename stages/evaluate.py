@@ -7,14 +7,16 @@ from charrnn.batches import load_ids
 from charrnn.errors import exit_on_error
 from charrnn.evaluate import evaluate_checkpoint
 from charrnn.train import pick_device
+from charrnn.vocab import Vocab
 
 
 @exit_on_error
 def main():
     p = params.load()
     with tracking.PipelineRun.reopen() as run:
+        vocab = Vocab.load("data/prepared/vocab.json")
         splits = {name: load_ids(f"data/split/{name}.npy") for name in ("val", "test")}
-        metrics = evaluate_checkpoint("models/best.pt", splits, p["batch_size"], p["num_steps"],
+        metrics = evaluate_checkpoint("models/best.pt", vocab, splits, p["batch_size"], p["num_steps"],
                                       pick_device(p["device"]), p["precision"])
         write_json("metrics/eval.json", metrics)
         run.log_metrics(metrics)

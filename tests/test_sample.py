@@ -10,6 +10,7 @@ from charrnn.errors import CharRNNError
 from charrnn.evaluate import evaluate_checkpoint
 from charrnn.sample import generate, pick, uniform
 from charrnn.train import train
+from charrnn.vocab import Vocab
 from conftest import assert_clean_error, tiny_corpus, tiny_params
 
 
@@ -74,8 +75,9 @@ def test_bad_sampling_options_are_named(trained):
 
 def test_evaluation_equals_the_training_loops_validation(trained):
     _, _, folder, val_ids, p = trained
-    metrics = evaluate_checkpoint(folder / "best.pt", {"val": val_ids, "test": val_ids[:0]}, p["batch_size"],
-                                  p["num_steps"], "cpu", p["precision"])
+    _, vocab = checkpoint.load_model(folder / "best.pt")
+    metrics = evaluate_checkpoint(folder / "best.pt", vocab, {"val": val_ids, "test": val_ids[:0]},
+                                  p["batch_size"], p["num_steps"], "cpu", p["precision"])
     assert metrics["val_loss"] == checkpoint.load(folder / "best.pt")["val_loss"]
     assert metrics["val_bpc"] == pytest.approx(metrics["val_loss"] / np.log(2))
     assert "test_loss" not in metrics  # an empty split has no metrics
@@ -100,3 +102,11 @@ def test_cli_sample_errors(trained, tmp_path):
     assert_clean_error(cli("sample", "--checkpoint", str(tmp_path / "none.pt")), "not found")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert_clean_error(cli("sample", "--checkpoint", str(tmp_path / "bad.pt")), "not a readable checkpoint")
+
+
+def test_a_checkpoint_of_another_corpus_is_refused(trained):
+    _, vocab, folder, val_ids, p = trained
+    other = Vocab(chars=vocab.chars, corpus="anna", sha256="f" * 64)
+    with pytest.raises(CharRNNError, match="was trained on corpus 'tiny', but the data is 'anna'"):
+        evaluate_checkpoint(folder / "best.pt", other, {"val": val_ids}, p["batch_size"], p["num_steps"], "cpu",
+                            p["precision"])

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -124,6 +125,17 @@ def test_served_champion_answers_over_http(pipeline):
                                  {"dataframe_records": [{"prime": "To be", "length": 60, "seed": 1}]})
         assert status == 200, body
         assert body["predictions"][0].startswith("To be") and len(body["predictions"][0]) == 65
+
+        for payload, message in [({"dataframe_records": [{"prime": "To be", "length": 10**6}]}, "over the limit of"),
+                                 ({"dataframe_records": [{"prime": "To be \u20ac", "length": 5}]}, "not in the"),
+                                 ({"dataframe_records": [{"length": 5}]}, "prime")]:
+            status, body = post_json(f"http://127.0.0.1:{port}/invocations", payload)
+            assert status == 400 and message in body.get("message", ""), (payload, status, body)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", b"{not json",
+                                         {"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as malformed:
+            urllib.request.urlopen(request, timeout=60)
+        assert malformed.value.code == 400
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
 
 import charrnn
@@ -219,17 +220,26 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
         self.model, self.vocab = checkpoint.load_model(context.artifacts["checkpoint"])
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> list[str]:
-        if "prime" not in model_input.columns:
-            raise CharRNNError("the input needs a 'prime' column")
-        texts = []
-        for row in model_input.to_dict("records"):
-            length = int(_given(row, "length", 200))
-            if length > MAX_LENGTH:
-                raise CharRNNError(f"length {length} is over the limit of {MAX_LENGTH} characters per request")
-            texts.append(generate(self.model, self.vocab, str(row["prime"]), length,
-                                  temperature=float(_given(row, "temperature", 1.0)),
-                                  top_k=int(_given(row, "top_k", 5)), seeds=[int(_given(row, "seed", 0))])[0])
-        return texts
+        """Bad input raises MlflowException(INVALID_PARAMETER_VALUE): a served model answers 400 with
+        the message, not 500."""
+        try:
+            return [self._generate(row) for row in _records(model_input)]
+        except CharRNNError as err:
+            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+
+    def _generate(self, row):
+        length = int(_given(row, "length", 200))
+        if length > MAX_LENGTH:
+            raise CharRNNError(f"length {length} is over the limit of {MAX_LENGTH} characters per request")
+        return generate(self.model, self.vocab, str(row["prime"]), length,
+                        temperature=float(_given(row, "temperature", 1.0)), top_k=int(_given(row, "top_k", 5)),
+                        seeds=[int(_given(row, "seed", 0))])[0]
+
+
+def _records(model_input):
+    if "prime" not in getattr(model_input, "columns", ()):
+        raise CharRNNError("the input needs a 'prime' column")
+    return model_input.to_dict("records")
 
 
 def _given(row, key, default):
