@@ -162,14 +162,18 @@ def test_promotion_picks_the_lowest_val_loss_of_the_same_split(registry, capsys)
     assert promote(client, "charrnn-x", "s") == ("2", 1.2)  # idempotent
     assert "champion stays on version 2" in capsys.readouterr().out
 
-    add(1.0, split="other")  # another split's loss is never compared
+    add(1.0, split="other")  # another split's loss is never compared with the champion's
     assert promote(client, "charrnn-x", "s")[0] == "2"
+    assert promote(client, "charrnn-x", "other") == ("2", 1.2)  # the champion of split s stays
+    assert "champion stays on version 2 (split s)" in capsys.readouterr().out
     add(1.1)
     assert promote(client, "charrnn-x", "s", dry_run=True)[0] == "5"
     assert "would move from version 2 (val 1.2000) to version 5 (val 1.1000)" in capsys.readouterr().out
     assert str(client.get_model_version_by_alias("charrnn-x", CHAMPION).version) == "2"
     with pytest.raises(CharRNNError, match="no version of charrnn-x with split nope"):
         promote(client, "charrnn-x", "nope")
+    assert promote(client, "charrnn-x", "other", switch_split=True) == ("4", 1.0)
+    assert str(client.get_model_version_by_alias("charrnn-x", CHAMPION).version) == "4"
 
 
 def test_pipeline_against_a_real_tracking_server(tmp_path, mirror):

@@ -50,7 +50,7 @@ def _promote(args):
     p = params.load(args.params)
     vocab = Vocab.load(args.vocab)
     tracking.promote(tracking.connect(), tracking.model_name(vocab.corpus), tracking.split_id(p, vocab),
-                     dry_run=args.dry_run)
+                     dry_run=args.dry_run, switch_split=args.switch_split)
 
 
 def _repro_check(args):
@@ -103,6 +103,8 @@ def build_parser():
         "lowest validation loss gets the alias 'champion'. Uses MLFLOW_TRACKING_URI, else mlruns/mlflow.db.",
     )
     promote.add_argument("--dry-run", action="store_true", help="print the decision, change nothing")
+    promote.add_argument("--switch-split", action="store_true",
+                         help="move champion even if it holds a version of another split")
     promote.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
     promote.add_argument("--vocab", default="data/prepared/vocab.json", help="(default: %(default)s)")
     promote.set_defaults(run=_promote)

@@ -273,10 +273,12 @@ def register(run, best_path, corpus_name, val_loss, split):
     return version
 
 
-def promote(client, name, split, dry_run=False):
+def promote(client, name, split, dry_run=False, switch_split=False):
     """Give `champion` to the lowest-val-loss version of `name` with this split; print the decision.
 
-    Returns (champion version, its val loss). Idempotent: re-running changes nothing.
+    A champion of another split stays unless `switch_split`: losses on different splits are not
+    comparable, and a quick experiment on another split must not dethrone it. Idempotent.
+    Returns (champion version, its val loss).
     """
     versions = [v for v in client.search_model_versions(f"name='{name}'")
                 if v.tags.get("split") == split and "val_loss" in v.tags]
@@ -290,7 +292,11 @@ def promote(client, name, split, dry_run=False):
         current = None
     newest = max(versions, key=lambda v: int(v.version))
     print(f"{name}: newest version {newest.version} val {float(newest.tags['val_loss']):.4f}; "
-          f"best version {best.version} val {best_loss:.4f}")
+          f"best of split {split}: version {best.version} val {best_loss:.4f}")
+    if current is not None and current.tags.get("split") != split and not switch_split:
+        print(f"{CHAMPION} stays on version {current.version} (split {current.tags.get('split')}): val losses of "
+              f"different splits are not compared; `charrnn promote --switch-split` moves it to this split's best")
+        return str(current.version), float(current.tags.get("val_loss", "nan"))
     if current is not None and str(current.version) == str(best.version):  # MLflow mixes int and str
         print(f"{CHAMPION} stays on version {best.version}")
     else:
