@@ -49,8 +49,9 @@ def load(path):
     return payload
 
 
-def build_model(payload, path="checkpoint"):
-    """(model in eval mode on the CPU, vocab) from a loaded checkpoint."""
+def load_model(path):
+    """(model in eval mode on the CPU, vocab) from a checkpoint file."""
+    payload = load(path)
     vocab = Vocab(chars=tuple(payload["vocab"]["chars"]), corpus=payload["vocab"]["corpus"],
                   sha256=payload["vocab"]["sha256"])
     config = payload["model_config"]
@@ -62,7 +63,3 @@ def build_model(payload, path="checkpoint"):
     except (TypeError, KeyError, RuntimeError) as err:
         raise CharRNNError(f"{path}: weights do not fit the model config ({str(err).splitlines()[0][:160]})") from None
     return model.eval(), vocab
-
-
-def load_model(path):
-    return build_model(load(path), path)

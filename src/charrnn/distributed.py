@@ -74,8 +74,3 @@ def gather(obj):
     gathered = [None] * world_size()
     dist.all_gather_object(gathered, obj)
     return gathered
-
-
-def close():
-    if dist.is_initialized():
-        dist.destroy_process_group()
