@@ -255,3 +255,24 @@ def test_queued_experiments_run_two_at_a_time_into_the_one_store(project):
                for run in runs)
     best = min(runs, key=lambda run: run.data.metrics["val_loss"])
     assert client.get_model_version_by_alias("charrnn-hamlet", CHAMPION).tags["run_id"] == best.info.run_id
+
+
+def test_a_diverged_training_marks_its_run_failed(tmp_path, monkeypatch):
+    from charrnn import train as train_module
+    from charrnn.tracking import TrainingTracker
+    from conftest import tiny_corpus, tiny_params
+
+    class Diverging(train_module.CharRNN):
+        def forward(self, ids, state=None):
+            logits, state = super().forward(ids, state)
+            return (logits * float("nan") if self.training else logits), state
+
+    monkeypatch.setattr(train_module, "CharRNN", Diverging)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    train_ids, val_ids, vocab = tiny_corpus()
+    p = tiny_params(epochs=1)
+    with pytest.raises(CharRNNError, match="training diverged"):
+        with TrainingTracker(p, vocab) as tracker:
+            train_module.train(p, train_ids, val_ids, vocab, tmp_path / "models", tracker=tracker)
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(tracker.run.id)
+    assert run.info.status == "FAILED"
