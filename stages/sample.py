@@ -6,7 +6,7 @@ from pathlib import Path
 from charrnn import checkpoint, params, tracking
 from charrnn.atomic import atomic_path
 from charrnn.errors import exit_on_error
-from charrnn.sample import generate
+from charrnn.sample import format_samples, generate
 from charrnn.train import pick_device
 
 OUT_DIR = Path("samples")
@@ -26,8 +26,7 @@ def main():
             texts = generate(model, vocab, **options)
             target = OUT_DIR / f"{source.stem}.txt"
             with atomic_path(target) as tmp:
-                tmp.write_text("\n\n".join(f"--- seed {seed} ---\n{text}" if len(texts) > 1 else text
-                                           for seed, text in zip(seeds, texts)) + "\n", encoding="utf-8")
+                tmp.write_text(format_samples(seeds, texts) + "\n", encoding="utf-8")
             run.log_artifact(target, "samples")
             print(f"{target}: {texts[0][:60]!r}...")
 

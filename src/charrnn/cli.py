@@ -6,7 +6,7 @@ import sys
 from charrnn import __version__, checkpoint, corpus, params
 from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.params import SCHEMA
-from charrnn.sample import generate
+from charrnn.sample import format_samples, generate, usable_prime
 from charrnn.train import pick_device
 from charrnn.vocab import Vocab
 
@@ -30,7 +30,7 @@ def _sample(args):
     def print_step(ids):
         if not started:  # the options are valid once the first character comes: show the prime first
             started.append(True)
-            sys.stdout.write("".join(c for c in args.prime if c in vocab.chars) if args.drop_unknown else args.prime)
+            sys.stdout.write(usable_prime(vocab, args.prime, args.drop_unknown))
         sys.stdout.write(vocab.chars[ids[0].item()])
         sys.stdout.flush()
 
@@ -38,10 +38,8 @@ def _sample(args):
                      pick_device(args.device), args.drop_unknown, on_step=print_step if stream else None)
     if started:
         sys.stdout.write("\n")
-    elif stream:
-        print(texts[0])
     else:
-        print("\n\n".join(f"--- seed {seed} ---\n{text}" for seed, text in zip(seeds, texts)))
+        print(format_samples(seeds, texts))
 
 
 def _promote(args):

@@ -1,13 +1,9 @@
 """Held-out metrics of a checkpoint: loss in nats/char, bits/char and perplexity for each split."""
 
 import math
-from contextlib import nullcontext
-
-import torch
-
 from charrnn import checkpoint
 from charrnn.errors import CharRNNError
-from charrnn.train import evaluate
+from charrnn.train import evaluate, precision_context
 
 
 def loss_metrics(split, loss):
@@ -22,7 +18,7 @@ def evaluate_checkpoint(path, vocab, splits, batch_size, num_steps, device, prec
         raise CharRNNError(f"{path} was trained on corpus '{trained_on.corpus}', but the data is '{vocab.corpus}' "
                            "(another text or vocabulary): retrain with `dvc repro train`")
     model.to(device)
-    autocast = torch.autocast(device, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    autocast = precision_context(device, precision)
     metrics = {}
     for name, ids in splits.items():
         if len(ids) > 1:

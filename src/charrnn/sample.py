@@ -22,10 +22,7 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=0, top_p=1.0, s
     check_sampling(vocab, prime, length, temperature, top_k, top_p)
     if len(seeds) < 1:
         raise CharRNNError("num_samples must be >= 1")
-    if drop_unknown:
-        prime = "".join(c for c in prime if c in set(vocab.chars))
-        if not prime:
-            raise CharRNNError("no character of the prime text is in the vocabulary")
+    prime = usable_prime(vocab, prime, drop_unknown)
     prime_ids = torch.as_tensor(vocab.encode(prime), dtype=torch.long, device=device)
     seeds = torch.as_tensor(list(seeds), dtype=torch.int64, device=device)
     model = model.to(device).eval()
@@ -42,6 +39,24 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=0, top_p=1.0, s
             logits, state = model(ids[:, None], state)
             logits = logits[:, -1]
     return [prime + vocab.decode(row) for row in out.cpu().numpy()]
+
+
+def usable_prime(vocab, prime, drop_unknown):
+    """The prime as generation uses it: unchanged, or without the characters outside the vocabulary."""
+    if not drop_unknown:
+        return prime
+    known = set(vocab.chars)
+    kept = "".join(c for c in prime if c in known)
+    if not kept:
+        raise CharRNNError("no character of the prime text is in the vocabulary")
+    return kept
+
+
+def format_samples(seeds, texts):
+    """One text as it is; several, each under a `--- seed N ---` header."""
+    if len(texts) == 1:
+        return texts[0]
+    return "\n\n".join(f"--- seed {seed} ---\n{text}" for seed, text in zip(seeds, texts))
 
 
 def pick(logits, temperature, top_k, top_p, u):

@@ -63,7 +63,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
         f"({p['precision']}{f', {ranks} processes' if ranks > 1 else ''})")
 
     device_type = torch.device(device).type
-    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if p["precision"] == "bf16" else nullcontext()
+    autocast = precision_context(device, p["precision"])
     bar = tqdm(total=total_steps, initial=run["step"], unit="step", disable=not (main_rank and sys.stderr.isatty()))
     model.train()
     loss_sum, loss_count, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
@@ -145,6 +145,13 @@ def learning_rate(step, total_steps, p):
         return p["learning_rate"]
     progress = (step - p["warmup_steps"]) / max(1, total_steps - p["warmup_steps"])
     return p["min_lr"] + 0.5 * (p["learning_rate"] - p["min_lr"]) * (1 + math.cos(math.pi * progress))
+
+
+def precision_context(device, precision):
+    """bf16 autocast on the device's type (the loss and optimizer stay fp32), or nothing for fp32."""
+    if precision != "bf16":
+        return nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def pick_device(name):
