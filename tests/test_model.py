@@ -20,6 +20,21 @@ def test_shapes_for_every_cell_and_input(cell, embedding_size):
     assert logits2.shape == (3, 7, 20)
 
 
+@pytest.mark.parametrize("cell", params.CELL_TYPES)
+@pytest.mark.parametrize("embedding_size", [0, 8])
+def test_one_step_equals_a_one_character_forward(cell, embedding_size):
+    torch.manual_seed(0)
+    model = CharRNN(vocab_size=20, cell=cell, lstm_size=16, num_layers=3, dropout=0.2,
+                    embedding_size=embedding_size).eval()
+    ids = torch.randint(0, 20, (4, 6))
+    with torch.no_grad():
+        _, state = model(ids[:, :5])
+        logits, expected_state = model(ids[:, 5:], state)
+        step_logits, step_state = model.step(ids[:, 5], state)
+    torch.testing.assert_close(step_logits, logits[:, 0])
+    torch.testing.assert_close(step_state, expected_state)
+
+
 def test_cells_in_schema_and_model_agree():
     assert tuple(CELLS) == params.CELL_TYPES
 

@@ -1,6 +1,7 @@
 """MLflow for real: the local sqlite store, a real `mlflow server`, the registry and a served model."""
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -13,8 +14,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from charrnn import checkpoint
 from charrnn.errors import CharRNNError
-from charrnn.tracking import CHAMPION, promote
+from charrnn.tracking import CHAMPION, download_checkpoint, promote
 from conftest import PIPELINE, assert_clean_error, make_project, write_params
 
 
@@ -200,7 +202,7 @@ def test_pipeline_against_a_real_tracking_server(tmp_path, mirror):
         server.wait(timeout=30)
 
 
-def test_sigterm_during_training_marks_the_run_killed_and_keeps_checkpoints(project):
+def test_sigterm_during_training_saves_last_step_and_marks_the_run_killed(project):
     write_params(project.root, **{**PIPELINE, "epochs": 50, "eval_every": 20, "keep_checkpoints": 0})
     project("repro", "split")
     stage = subprocess.Popen([sys.executable, "stages/train.py"], cwd=project.root, env=project.env,
@@ -211,8 +213,10 @@ def test_sigterm_during_training_marks_the_run_killed_and_keeps_checkpoints(proj
         assert stage.poll() is None and time.time() < deadline, stage.stderr.read()
         time.sleep(0.2)
     stage.send_signal(signal.SIGTERM)
-    _, stderr = stage.communicate(timeout=120)
+    stdout, stderr = stage.communicate(timeout=120)
     assert stage.returncode == 130 and stderr.strip().splitlines()[-1] == "interrupted"
+    stopped_at = int(re.search(r"stopped at step (\d+): models/last.pt saved", stdout).group(1))
+    assert checkpoint.load(last)["step"] == stopped_at  # the step it was in, not the last validation
     client = MlflowClient(f"sqlite:///{project.root}/mlruns/mlflow.db")
     [run] = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])
     assert run.info.status == "KILLED"
@@ -227,12 +231,13 @@ def test_unreachable_tracking_server_is_one_clear_line(tmp_path):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "mlflow_run.json").write_text('{"run_id": "0123"}')
     started = time.time()
-    result = run_stage("evaluate", tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    result = run_stage("evaluate", tmp_path, env={"MLFLOW_TRACKING_URI": f"http://alice:s3cret@127.0.0.1:{port}"})
     assert time.time() - started < 30
-    assert_clean_error(result, f"MLflow tracking server http://127.0.0.1:{port} is unreachable")
+    assert_clean_error(result, f"MLflow tracking server http://***@127.0.0.1:{port} is unreachable")
+    assert "s3cret" not in result.stdout + result.stderr  # credentials never reach a log
 
 
-def test_queued_experiments_run_two_at_a_time_into_the_one_store(project):
+def test_queued_experiments_run_two_at_a_time_into_the_one_store(project, monkeypatch):
     write_params(project.root, **{**PIPELINE, "keep_checkpoints": 0})
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "tiny"], cwd=project.root,
                    check=True)
@@ -255,6 +260,12 @@ def test_queued_experiments_run_two_at_a_time_into_the_one_store(project):
                for run in runs)
     best = min(runs, key=lambda run: run.data.metrics["val_loss"])
     assert client.get_model_version_by_alias("charrnn-hamlet", CHAMPION).tags["run_id"] == best.info.run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project.root}/mlruns/mlflow.db")
+    for version in client.search_model_versions("name='charrnn-hamlet'"):  # each registered its own best.pt
+        run = client.get_run(version.tags["run_id"])
+        model = checkpoint.load(download_checkpoint(f"models:/charrnn-hamlet/{version.version}"))
+        assert model["model_config"]["lstm_size"] == int(run.data.params["lstm_size"])
+        assert model["val_loss"] == pytest.approx(run.data.metrics["best_val_loss"])
 
 
 def test_a_diverged_training_marks_its_run_failed(tmp_path, monkeypatch):

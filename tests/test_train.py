@@ -1,11 +1,12 @@
 import math
+import signal
 
 import pytest
 import torch
 
 from charrnn import checkpoint, train as train_module
 from charrnn.errors import CharRNNError
-from charrnn.train import evaluate, learning_rate, pick_device, train
+from charrnn.train import evaluate, learning_rate, pick_device, resolve_precision, train
 from conftest import tiny_corpus, tiny_params
 
 
@@ -34,11 +35,16 @@ def test_best_checkpoint_alone_rebuilds_the_model(tmp_path):
     assert val == pytest.approx(checkpoint.load(tmp_path / "best.pt")["val_loss"], abs=1e-6)
 
 
+def without_speed(metrics):
+    """Metrics less chars_per_sec, the one wall-clock figure."""
+    return {key: value for key, value in metrics.items() if key != "chars_per_sec"}
+
+
 class Killed(BaseException):
     """Stands in for kill -9: raised right after a checkpoint, caught by nothing in charrnn."""
 
 
-@pytest.mark.parametrize("cell, precision", [("lstm", "fp32"), ("gru", "bf16")])
+@pytest.mark.parametrize("cell, precision", [("lstm", "fp32"), ("gru", "auto")])
 def test_resume_ends_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch, cell, precision):
     train_ids, val_ids, vocab = tiny_corpus()
     p = tiny_params(cell=cell, precision=precision, epochs=3, eval_every=7, keep_checkpoints=21)  # mid-epoch saves
@@ -60,14 +66,40 @@ def test_resume_ends_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch, cell
     resumed_metrics, resumed_history = train(p, train_ids, val_ids, vocab, tmp_path / "cut")
 
     assert resumed_history == whole_history
-    drop_speed = lambda m: {k: v for k, v in m.items() if k != "chars_per_sec"}  # noqa: E731
-    assert drop_speed(resumed_metrics) == drop_speed(whole_metrics)
+    assert without_speed(resumed_metrics) == without_speed(whole_metrics)
     for name in ("best.pt", "last.pt"):
         whole, cut = (checkpoint.load(tmp_path / d / name)["model_state"] for d in ("whole", "cut"))
         assert all(torch.equal(whole[k], cut[k]) for k in whole)
     kept = sorted(path.name for path in (tmp_path / "cut" / "checkpoints").iterdir())
     assert kept == sorted(path.name for path in (tmp_path / "whole" / "checkpoints").iterdir())
     assert len(kept) == 5 and kept[0].startswith("i105_l32_v")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_the_current_step_and_resume_ends_as_an_uninterrupted_run(tmp_path, monkeypatch, signum):
+    train_ids, val_ids, vocab = tiny_corpus()
+    p = tiny_params(epochs=2, eval_every=10)
+    whole_metrics, whole_history = train(p, train_ids, val_ids, vocab, tmp_path / "whole")
+
+    real_step, calls = train_module.train_step, []
+
+    def step_then_signal(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 23:  # mid-interval: three steps after the step-20 validation
+            signal.raise_signal(signum)  # as Ctrl-C / kill would, while the step is running
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", step_then_signal)
+    handler_before = signal.getsignal(signum)
+    with pytest.raises(KeyboardInterrupt):
+        train(p, train_ids, val_ids, vocab, tmp_path / "cut")
+    assert signal.getsignal(signum) is handler_before
+    assert checkpoint.load(tmp_path / "cut" / "last.pt")["step"] == 23  # the step it was in, finished
+    monkeypatch.setattr(train_module, "train_step", real_step)
+    resumed_metrics, resumed_history = train(p, train_ids, val_ids, vocab, tmp_path / "cut")
+
+    assert resumed_history == whole_history  # train_loss of the interrupted interval included
+    assert without_speed(resumed_metrics) == without_speed(whole_metrics)
 
 
 def test_changed_params_start_afresh(tmp_path, capsys):
@@ -116,6 +148,18 @@ def test_cuda_without_gpu_is_a_clear_error():
     with pytest.raises(CharRNNError, match="no CUDA GPU is available"):
         pick_device("cuda")
     assert pick_device("auto") == "cpu"
+
+
+@pytest.mark.parametrize("bf16_kernels", [True, False])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_kernels(monkeypatch, bf16_kernels):
+    monkeypatch.setattr(train_module, "has_bf16_kernels", lambda device_type: bf16_kernels)
+    assert resolve_precision("cpu", "auto") == ("bf16" if bf16_kernels else "fp32")
+    assert resolve_precision("cpu", "fp32") == "fp32"
+    if bf16_kernels:
+        assert resolve_precision("cpu", "bf16") == "bf16"
+    else:
+        with pytest.raises(CharRNNError, match="precision is bf16, but this CPU has no bf16 kernels.*auto or fp32"):
+            resolve_precision("cpu", "bf16")
 
 
 def test_bad_checkpoints_are_clear_errors(tmp_path):

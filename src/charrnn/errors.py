@@ -3,6 +3,8 @@
 import functools
 import signal
 import sys
+import threading
+from contextlib import contextmanager
 
 
 class CharRNNError(Exception):
@@ -32,3 +34,25 @@ def exit_on_error(main):
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+@contextmanager
+def deferred_interrupts(enabled=True):
+    """Within the block Ctrl-C and SIGTERM only set a flag, which the caller polls at a safe point
+    (the yielded list turns true); a second one interrupts at once."""
+    requested = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+
+    def request(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -65,7 +65,7 @@ SCHEMA = {
     "resume": Param(True, bool, "true or false"),
     "device": _one_of("auto", "cpu", "cuda"),
     "processes": Param(1, int, "an integer >= 1 (data-parallel processes, e.g. one per GPU)", _at_least(1)),
-    "precision": _one_of("fp32", "bf16"),
+    "precision": _one_of("auto", "bf16", "fp32"),
     # sample stage
     "sample.prime": Param("Far", str, "a non-empty text", lambda value: value != ""),
     "sample.length": Param(2000, int, "an integer >= 0", _at_least(0)),

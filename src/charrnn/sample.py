@@ -28,16 +28,16 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=0, top_p=1.0, s
     model = model.to(device).eval()
 
     out = torch.empty(len(seeds), length, dtype=torch.long, device=device)
-    with torch.no_grad():
-        logits, state = model(prime_ids.expand(len(seeds), -1))
+    uniforms = uniform(seeds[:, None], torch.arange(length, device=device)[None, :])  # (streams, length)
+    with torch.inference_mode():
+        logits, state = model(prime_ids.expand(len(seeds), -1))  # the whole prime in one pass
         logits = logits[:, -1]
         for step in range(length):
-            ids = pick(logits, temperature, top_k, top_p, uniform(seeds, step))
+            ids = pick(logits, temperature, top_k, top_p, uniforms[:, step])
             out[:, step] = ids
             if on_step is not None:
                 on_step(ids)
-            logits, state = model(ids[:, None], state)
-            logits = logits[:, -1]
+            logits, state = model.step(ids, state)
     return [prime + vocab.decode(row) for row in out.cpu().numpy()]
 
 
@@ -79,7 +79,7 @@ def pick(logits, temperature, top_k, top_p, u):
 
 
 def uniform(seeds, step):
-    """A uniform number in (0, 1) per seed for this step: a 32-bit integer hash of (seed, step)."""
+    """A uniform number in (0, 1) per (seed, step), broadcast: a 32-bit integer hash of the pair."""
     x = (seeds * 0x9E3779B1 + step * 0x85EBCA77 + 0x165667B1) & _MASK32
     for _ in range(2):  # lowbias32 finaliser, twice
         x = x ^ (x >> 16)

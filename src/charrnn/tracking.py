@@ -13,6 +13,7 @@ import os
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -40,6 +41,14 @@ def local_store():
     return project_root() / "mlruns"
 
 
+def redacted(uri):
+    """The URI as it may be printed: any user:password@ (or token@) in it replaced by ***@."""
+    parts = urllib.parse.urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 def tracking_uri():
     """MLFLOW_TRACKING_URI if set (note: mlflow.set_tracking_uri sets it too), else the local store."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
@@ -57,10 +66,12 @@ def connect():
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=10):
+            server = urllib.parse.urlsplit(uri)  # asked without credentials: /health needs none
+            health = server._replace(netloc=server.netloc.rpartition("@")[2], path=server.path.rstrip("/") + "/health")
+            with urllib.request.urlopen(health.geturl(), timeout=10):
                 pass
         except OSError as err:
-            raise CharRNNError(f"MLflow tracking server {uri} is unreachable ({getattr(err, 'reason', err)}): "
+            raise CharRNNError(f"MLflow tracking server {redacted(uri)} is unreachable ({getattr(err, 'reason', err)}): "
                                "start it, or unset MLFLOW_TRACKING_URI to use mlruns/mlflow.db") from None
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -109,7 +120,7 @@ class PipelineRun:
         try:
             client.update_run(run_id, status="RUNNING")
         except MlflowException as err:
-            raise CharRNNError(f"MLflow run {run_id} not found in {tracking_uri()} ({err.message[:120]})") from None
+            raise CharRNNError(f"MLflow run {run_id} not found in {redacted(tracking_uri())} ({err.message[:120]})") from None
         return cls(client, run_id)
 
     def __enter__(self):
@@ -150,7 +161,7 @@ class TrainingTracker:
             try:
                 client.get_run(resumed_run_id)
             except MlflowException:
-                print(f"MLflow run {resumed_run_id} of the resumed training is not in {tracking_uri()}: "
+                print(f"MLflow run {resumed_run_id} of the resumed training is not in {redacted(tracking_uri())}: "
                       "starting a new run")
             else:
                 self.run = PipelineRun.reopen(resumed_run_id)
@@ -315,7 +326,7 @@ def download_checkpoint(model_uri):
     try:
         folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
     except MlflowException as err:
-        raise CharRNNError(f"cannot load {model_uri} from {tracking_uri()}: {err.message[:200]}") from None
+        raise CharRNNError(f"cannot load {model_uri} from {redacted(tracking_uri())}: {err.message[:200]}") from None
     found = sorted(Path(folder).glob("artifacts/*.pt"))
     if not found:
         raise CharRNNError(f"{model_uri} holds no charrnn checkpoint")

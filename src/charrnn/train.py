@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from charrnn import checkpoint, distributed
 from charrnn.batches import num_windows, windows
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, deferred_interrupts
 from charrnn.model import CharRNN, map_state
 
 # Params that do not change the trained weights: a last.pt made with other values of these resumes.
@@ -52,64 +52,66 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
     run = resume(out_dir, fingerprint, model, optimizer, device) if p["resume"] else None
     if run is None:
         run = dict(step=0, best_val_loss=math.inf, best_step=0, history=[], hidden=None,
-                   train_seconds=0.0, chars_trained=0, tracking_run_id=None)
+                   train_seconds=0.0, chars_trained=0, tracking_run_id=None, interval_loss=0.0, interval_steps=0)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     if tracker is not None:
         run["tracking_run_id"] = tracker.start(run["tracking_run_id"])
     say = print if main_rank else (lambda *args: None)
+    precision = resolve_precision(device, p["precision"])
     say(f"model: {p['num_layers']}x{p['lstm_size']} {p['cell']}, {model.num_params():,} parameters "
         f"for {len(train_ids) * ranks:,} training characters; {total_steps:,} steps on {device} "
-        f"({p['precision']}{f', {ranks} processes' if ranks > 1 else ''})")
+        f"({precision}{f', {ranks} processes' if ranks > 1 else ''})")
 
     device_type = torch.device(device).type
-    autocast = precision_context(device, p["precision"])
+    autocast = precision_context(device, precision)
     bar = tqdm(total=total_steps, initial=run["step"], unit="step", disable=not (main_rank and sys.stderr.isatty()))
     model.train()
-    loss_sum, loss_count, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
+    loss_sum = torch.tensor(run["interval_loss"], device=device)  # since the last validation, on the device
+    loss_count, interval_start = run["interval_steps"], time.perf_counter()
     hidden = run["hidden"]
-    for epoch in range(run["step"] // steps_per_epoch, p["epochs"]):
-        first_window = run["step"] - epoch * steps_per_epoch
-        if first_window == 0:
-            hidden = None  # a new epoch starts every stream from the beginning of its text
-        for x, y in windows(train_ids, p["batch_size"], p["num_steps"], device, start=first_window):
-            lr = learning_rate(run["step"], total_steps, p)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast:
-                logits, hidden = stepped(x, hidden)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), p["grad_clip"])
-            optimizer.step()
-            hidden = map_state(hidden, torch.Tensor.detach)
-            loss_sum += loss.detach()
-            loss_count += 1
-            run["step"] += 1
-            bar.update()
+    with deferred_interrupts(enabled=ranks == 1) as interrupted:  # DDP ranks stop at once, together
+        for epoch in range(run["step"] // steps_per_epoch, p["epochs"]):
+            first_window = run["step"] - epoch * steps_per_epoch
+            if first_window == 0:
+                hidden = None  # a new epoch starts every stream from the beginning of its text
+            for x, y in windows(train_ids, p["batch_size"], p["num_steps"], device, start=first_window):
+                lr = learning_rate(run["step"], total_steps, p)
+                loss, hidden = train_step(stepped, optimizer, x, y, hidden, lr, p["grad_clip"], autocast)
+                loss_sum += loss
+                loss_count += 1
+                run["step"] += 1
+                bar.update()
 
-            if run["step"] % p["eval_every"] == 0 or run["step"] == total_steps or _keep_now(run["step"], p):
-                train_loss = distributed.mean(loss_sum / loss_count).item()
-                seconds = time.perf_counter() - interval_start
-                run["train_seconds"] += seconds
-                run["chars_trained"] += loss_count * chars_per_step
-                val_loss = evaluate(model, val_ids, p["batch_size"], p["num_steps"], device, autocast)
-                _stop_if_diverged(train_loss, val_loss, run, out_dir)
-                row = dict(step=run["step"], train_loss=train_loss, val_loss=val_loss, lr=lr)
-                run["history"].append(row)
-                rank_states = distributed.gather(_rank_state(hidden))  # every rank's, for an exact resume
-                if main_rank:
-                    _checkpoint(run, row, rank_states, model, optimizer, vocab, fingerprint, out_dir, p)
-                rate = loss_count * chars_per_step / seconds
-                if tracker is not None:
-                    tracker.log({**row, "chars_per_sec": rate})
-                bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", chars_s=f"{rate:,.0f}")
-                if main_rank:
-                    tqdm.write(f"step {run['step']:>6}/{total_steps} train {train_loss:.4f} val {val_loss:.4f} "
-                               f"lr {lr:.2e} {rate:,.0f} chars/s")
-                    sys.stdout.flush()  # DVC pipes stdout: show progress now, not when the buffer fills
-                loss_sum, loss_count, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
+                if run["step"] % p["eval_every"] == 0 or run["step"] == total_steps or _keep_now(run["step"], p):
+                    train_loss = distributed.mean(loss_sum / loss_count).item()
+                    seconds = time.perf_counter() - interval_start
+                    run["train_seconds"] += seconds
+                    run["chars_trained"] += loss_count * chars_per_step
+                    val_loss = evaluate(model, val_ids, p["batch_size"], p["num_steps"], device, autocast)
+                    _stop_if_diverged(train_loss, val_loss, run, out_dir)
+                    row = dict(step=run["step"], train_loss=train_loss, val_loss=val_loss, lr=lr)
+                    run["history"].append(row)
+                    run.update(interval_loss=0.0, interval_steps=0)
+                    rank_states = distributed.gather(_rank_state(hidden))  # every rank's, for an exact resume
+                    if main_rank:
+                        _checkpoint(run, row, rank_states, model, optimizer, vocab, fingerprint, out_dir, p)
+                    rate = loss_count * chars_per_step / seconds
+                    if tracker is not None:
+                        tracker.log({**row, "chars_per_sec": rate})
+                    bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", chars_s=f"{rate:,.0f}")
+                    if main_rank:
+                        tqdm.write(f"step {run['step']:>6}/{total_steps} train {train_loss:.4f} val {val_loss:.4f} "
+                                   f"lr {lr:.2e} {rate:,.0f} chars/s")
+                        sys.stdout.flush()  # DVC pipes stdout: show progress now, not when the buffer fills
+                    loss_sum, loss_count, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
+
+                if interrupted:  # Ctrl-C or SIGTERM during this step: save this very step, then stop
+                    run.update(interval_loss=loss_sum.item(), interval_steps=loss_count)
+                    _save_last(run, [_rank_state(hidden)], model, optimizer, vocab, fingerprint, out_dir,
+                               step=run["step"])
+                    say(f"stopped at step {run['step']}: {out_dir / 'last.pt'} saved, `dvc repro` resumes from it")
+                    raise KeyboardInterrupt
     bar.close()
 
     last = run["history"][-1]
@@ -117,9 +119,26 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
         train_loss=last["train_loss"], val_loss=last["val_loss"], best_val_loss=run["best_val_loss"],
         best_step=run["best_step"], steps=run["step"],
         chars_per_sec=round(run["chars_trained"] / max(run["train_seconds"], 1e-9), 1),
-        num_params=model.num_params(), device=device_type,
+        num_params=model.num_params(), device=device_type, precision=precision,
     )
     return metrics, run["history"]
+
+
+def train_step(model, optimizer, x, y, hidden, lr, grad_clip, autocast=nullcontext()):
+    """One optimizer step on the window (x, y) from the carried state `hidden`.
+
+    Returns the loss and the new state, both detached and left on the device (no host sync).
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast:
+        logits, hidden = model(x, hidden)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach(), map_state(hidden, torch.Tensor.detach)
 
 
 @torch.no_grad()
@@ -149,9 +168,27 @@ def learning_rate(step, total_steps, p):
 
 def precision_context(device, precision):
     """bf16 autocast on the device's type (the loss and optimizer stay fp32), or nothing for fp32."""
-    if precision != "bf16":
+    if resolve_precision(device, precision) != "bf16":
         return nullcontext()
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def resolve_precision(device, precision):
+    """'auto' is bf16 where the device has bf16 kernels, else fp32; bf16 where it has none is an error."""
+    device_type = torch.device(device).type
+    if precision == "auto":
+        return "bf16" if has_bf16_kernels(device_type) else "fp32"
+    if precision == "bf16" and not has_bf16_kernels(device_type):
+        raise CharRNNError(f"precision is bf16, but this {device_type.upper()} has no bf16 kernels "
+                           f"(CPU capability {torch.backends.cpu.get_cpu_capability()}): use precision: auto or fp32")
+    return precision
+
+
+def has_bf16_kernels(device_type):
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    # oneDNN's bf16 RNN kernels need AVX512 (AVX512-BF16 or AMX to be fast); on AVX2 CPUs they fail
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def pick_device(name):
@@ -192,7 +229,8 @@ def resume(out_dir, fingerprint, model, optimizer, device):
     torch.set_rng_state(state["rng"])
     if state["cuda_rng"] is not None and device.startswith("cuda"):
         torch.cuda.set_rng_state(state["cuda_rng"])
-    run = dict(saved["run"], hidden=map_state(state["hidden"], lambda t: t.to(device)))
+    run = dict(interval_loss=0.0, interval_steps=0)  # older last.pt files lack these two
+    run.update(saved["run"], hidden=map_state(state["hidden"], lambda t: t.to(device)))
     print(f"resuming from {last_path} at step {run['step']}")
     return run
 
@@ -224,6 +262,11 @@ def _checkpoint(run, row, rank_states, model, optimizer, vocab, fingerprint, out
     if _keep_now(row["step"], p):
         name = f"i{row['step']}_l{p['lstm_size']}_v{row['val_loss']:.4f}.pt"
         checkpoint.save(out_dir / "checkpoints" / name, checkpoint.model_payload(model, vocab, **weights))
+    _save_last(run, rank_states, model, optimizer, vocab, fingerprint, out_dir, **weights)
+
+
+def _save_last(run, rank_states, model, optimizer, vocab, fingerprint, out_dir, **weights):
+    """last.pt: the model and everything an exact resume needs."""
     saved_run = {key: value for key, value in run.items() if key != "hidden"}
     checkpoint.save(out_dir / "last.pt", checkpoint.model_payload(
         model, vocab, **weights,
