@@ -30,7 +30,7 @@ def test_one_step_equals_a_one_character_forward(cell, embedding_size):
     with torch.no_grad():
         _, state = model(ids[:, :5])
         logits, expected_state = model(ids[:, 5:], state)
-        step_logits, step_state = model.step(ids[:, 5], state)
+        step_logits, step_state = model.stepper()(ids[:, 5], state)
     torch.testing.assert_close(step_logits, logits[:, 0])
     torch.testing.assert_close(step_state, expected_state)
 

@@ -7,6 +7,7 @@ from torch import nn
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # the names params.CELL_TYPES allows
 # one time step of one layer of each cell, with the weights of the matching nn.LSTM/GRU/RNN layer
 CELL_STEPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
+_WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 class CharRNN(nn.Module):
@@ -38,27 +39,35 @@ class CharRNN(nn.Module):
         outputs, state = self.rnn(self._inputs(ids), state)
         return self.head(self.dropout(outputs)), state
 
-    def step(self, ids, state):
-        """One character per stream, for generation (eval mode): ids (batch,) → logits (batch, vocab), state.
+    def stepper(self):
+        """A function (ids (batch,), state) → (logits (batch, vocab), state) that advances every stream
+        by one character: forward() on a one-character window, for generation (eval mode).
 
-        The same function as forward() on a one-character window, computed layer by layer with the
-        fused single-step cell kernels: on the CPU a full-sequence RNN call costs milliseconds of
-        set-up (oneDNN) however short the sequence, a cell step only its matrix products.
+        It runs layer by layer through the fused single-step cell kernels (on the CPU a full-sequence
+        RNN call costs milliseconds of oneDNN set-up however short the sequence) on a copy of the
+        weights stored column-major, which makes the one-row matrix products of a single stream
+        about 2x faster on the CPU. It keeps that copy: make a new stepper after training more.
         """
-        x = self._inputs(ids)
-        lstm = self.config["cell"] == "lstm"
-        hidden, cells = state if lstm else (state, None)
-        new_hidden, new_cells = [], []
-        for layer in range(self.config["num_layers"]):
-            weights = [getattr(self.rnn, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            if lstm:
-                x, c = torch.lstm_cell(x, (hidden[layer], cells[layer]), *weights)
-                new_cells.append(c)
-            else:
-                x = CELL_STEPS[self.config["cell"]](x, hidden[layer], *weights)
-            new_hidden.append(x)
-        new_state = torch.stack(new_hidden)
-        return self.head(x), ((new_state, torch.stack(new_cells)) if lstm else new_state)
+        cell_step, lstm = CELL_STEPS[self.config["cell"]], self.config["cell"] == "lstm"
+        layers = [[_column_major(getattr(self.rnn, f"{name}_l{layer}")) for name in _WEIGHT_NAMES]
+                  for layer in range(self.config["num_layers"])]
+        head_weight = _column_major(self.head.weight)
+
+        def step(ids, state):
+            x = self._inputs(ids)
+            hidden, cells = state if lstm else (state, None)
+            new_hidden, new_cells = [], []
+            for layer, weights in enumerate(layers):
+                if lstm:
+                    x, c = cell_step(x, (hidden[layer], cells[layer]), *weights)
+                    new_cells.append(c)
+                else:
+                    x = cell_step(x, hidden[layer], *weights)
+                new_hidden.append(x)
+            new_state = (torch.stack(new_hidden), torch.stack(new_cells)) if lstm else torch.stack(new_hidden)
+            return F.linear(x, head_weight, self.head.bias), new_state
+
+        return step
 
     def _inputs(self, ids):
         if self.embedding is None:
@@ -67,6 +76,12 @@ class CharRNN(nn.Module):
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
+
+
+def _column_major(tensor):
+    """The same matrix (a detached copy) stored column-major; vectors unchanged."""
+    tensor = tensor.detach()
+    return tensor.t().contiguous().t() if tensor.dim() == 2 else tensor
 
 
 def map_state(state, fn):

@@ -32,12 +32,13 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=0, top_p=1.0, s
     with torch.inference_mode():
         logits, state = model(prime_ids.expand(len(seeds), -1))  # the whole prime in one pass
         logits = logits[:, -1]
+        advance = model.stepper()
         for step in range(length):
             ids = pick(logits, temperature, top_k, top_p, uniforms[:, step])
             out[:, step] = ids
             if on_step is not None:
                 on_step(ids)
-            logits, state = model.step(ids, state)
+            logits, state = advance(ids, state)
     return [prime + vocab.decode(row) for row in out.cpu().numpy()]
 
 
