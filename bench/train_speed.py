@@ -1,0 +1,111 @@
+"""Training throughput of charrnn beside the reference peer notebook, in the same process.
+
+    python bench/train_speed.py [--steps 20] [--device auto] [--val-steps 100]
+
+Measures chars/s (batch_size × num_steps per optimizer step) at the peer's configuration — a 2×512
+LSTM over one-hot Anna Karenina, batch 128 × 100 steps, dropout 0.5, Adam 1e-3, clip 5 — for the
+peer and for charrnn's training step in fp32 and bf16, then at the project's default params. Where
+bf16 runs, it also trains fp32 and bf16 for --val-steps steps from the same seed and compares their
+val loss (the last 10% of the text), since speed is worth nothing if the model learns less.
+"""
+
+import argparse
+import itertools
+import math
+
+import torch
+
+from common import PARAMS_FILE, corpus_ids, device_sync, machine, timed
+from charrnn import params
+from charrnn.batches import windows
+from charrnn.errors import exit_on_error
+from charrnn.model import CharRNN
+from charrnn.train import evaluate, has_bf16_kernels, pick_device, precision_context, resolve_precision, train_step
+import peer
+
+REFERENCE = dict(cell="lstm", lstm_size=512, num_layers=2, embedding_size=0, dropout=0.5,
+                 batch_size=128, num_steps=100, learning_rate=0.001, grad_clip=5.0)
+
+
+def charrnn_steps(vocab, ids, config, device, precision, steps):
+    """charrnn's training step, `steps` times, at a constant learning rate; yields each loss."""
+    torch.manual_seed(0)
+    model = CharRNN(len(vocab), config["cell"], config["lstm_size"], config["num_layers"], config["dropout"],
+                    config["embedding_size"]).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
+    autocast = precision_context(device, precision)
+    hidden = None
+    batches = windows(ids, config["batch_size"], config["num_steps"], device)
+    for _, (x, y) in zip(range(steps), batches):
+        loss, hidden = train_step(model, optimizer, x, y, hidden, config["learning_rate"], config["grad_clip"], autocast)
+        device_sync(device)
+        yield model, autocast
+
+
+def chars_per_sec(steps, config):
+    return config["batch_size"] * config["num_steps"] / timed(steps)
+
+
+def peer_chars_per_sec(vocab, ids, steps):
+    torch.manual_seed(0)
+    net = peer.PeerCharRNN(len(vocab), REFERENCE["lstm_size"], REFERENCE["num_layers"], REFERENCE["dropout"])
+    return chars_per_sec(itertools.islice(peer.train_steps(net, ids.astype("int64")), steps), REFERENCE)
+
+
+def val_loss_after(vocab, train_ids, val_ids, device, precision, steps):
+    for model, autocast in charrnn_steps(vocab, train_ids, REFERENCE, device, precision, steps):
+        pass
+    return evaluate(model, val_ids, REFERENCE["batch_size"], REFERENCE["num_steps"], device, autocast)
+
+
+def row(name, rate, peer_rate=None):
+    ratio = f"{rate / peer_rate:5.2f}x the peer" if peer_rate else ""
+    print(f"  {name:<44} {rate:>10,.0f} chars/s  {ratio}")
+
+
+@exit_on_error
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per measurement")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--val-steps", type=int, default=100, help="steps before the bf16-vs-fp32 val check")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    vocab, ids = corpus_ids("anna")
+    steps = args.steps + 2  # the first two are warm-up, untimed
+    precisions = ["fp32"] + (["bf16"] if has_bf16_kernels(torch.device(device).type) else [])
+
+    print(f"machine: {machine()}; device {device}")
+    print(f"reference config: 2x512 LSTM, one-hot, batch 128 x 100, dropout 0.5, Adam 1e-3, clip 5, "
+          f"Anna Karenina ({len(vocab)} characters); {args.steps} timed steps")
+    peer_rate = peer_chars_per_sec(vocab, ids, steps) if device == "cpu" else None
+    if peer_rate:
+        row("peer notebook (fp32, numpy one-hot per step)", peer_rate)
+    for precision in precisions:
+        row(f"charrnn {precision}", chars_per_sec(charrnn_steps(vocab, ids, REFERENCE, device, precision, steps),
+                                                  REFERENCE), peer_rate)
+    if "bf16" not in precisions:
+        print(f"  charrnn bf16: not run, this {device.upper()} has no bf16 kernels")
+    if device == "cuda":
+        big = dict(REFERENCE, lstm_size=1024)
+        for precision in precisions:
+            row(f"charrnn {precision}, lstm_size 1024",
+                chars_per_sec(charrnn_steps(vocab, ids, big, device, precision, steps), big))
+
+    defaults = params.load(PARAMS_FILE)
+    config = {key: defaults[key] for key in REFERENCE}
+    precision = resolve_precision(device, defaults["precision"])
+    print(f"default params.yaml: {config['num_layers']}x{config['lstm_size']} {config['cell']}, "
+          f"batch {config['batch_size']} x {config['num_steps']}, dropout {config['dropout']}, {precision}")
+    row(f"charrnn {precision}", chars_per_sec(charrnn_steps(vocab, ids, config, device, precision, steps), config),
+        peer_rate)
+
+    if "bf16" in precisions and args.val_steps:
+        cut = math.floor(len(ids) * 0.9)
+        losses = {p: val_loss_after(vocab, ids[:cut], ids[cut:], device, p, args.val_steps) for p in ("fp32", "bf16")}
+        print(f"val loss after {args.val_steps} steps at the reference config: fp32 {losses['fp32']:.4f}, "
+              f"bf16 {losses['bf16']:.4f} (bf16 - fp32 = {losses['bf16'] - losses['fp32']:+.4f})")
+
+
+if __name__ == "__main__":
+    main()
