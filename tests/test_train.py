@@ -102,6 +102,31 @@ def test_interrupt_saves_the_current_step_and_resume_ends_as_an_uninterrupted_ru
     assert without_speed(resumed_metrics) == without_speed(whole_metrics)
 
 
+def test_a_kill_between_best_and_last_still_resumes_to_the_same_run(tmp_path, monkeypatch, capsys):
+    train_ids, val_ids, vocab = tiny_corpus()
+    p = tiny_params(epochs=2, eval_every=10)
+    whole_metrics, whole_history = train(p, train_ids, val_ids, vocab, tmp_path / "whole")
+
+    real_save_last = train_module._save_last
+
+    def die_before_last_at_step_30(run, *args, **kwargs):
+        if run["step"] == 30:
+            raise Killed  # best.pt of step 30 is written, last.pt still holds step 20
+        real_save_last(run, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_save_last", die_before_last_at_step_30)
+    with pytest.raises(Killed):
+        train(p, train_ids, val_ids, vocab, tmp_path / "cut")
+    assert checkpoint.load(tmp_path / "cut" / "best.pt")["step"] == 30
+    assert checkpoint.load(tmp_path / "cut" / "last.pt")["step"] == 20
+    monkeypatch.setattr(train_module, "_save_last", real_save_last)
+    capsys.readouterr()
+    resumed_metrics, resumed_history = train(p, train_ids, val_ids, vocab, tmp_path / "cut")
+    assert "resuming from" in capsys.readouterr().out
+    assert resumed_history == whole_history
+    assert without_speed(resumed_metrics) == without_speed(whole_metrics)
+
+
 def test_changed_params_start_afresh(tmp_path, capsys):
     train_ids, val_ids, vocab = tiny_corpus()
     train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)

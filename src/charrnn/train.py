@@ -220,7 +220,7 @@ def resume(out_dir, fingerprint, model, optimizer, device):
     if changed:
         print(f"not resuming from {last_path}: made with other {', '.join(changed)}")
         return None
-    if not best_path.exists() or checkpoint.load(best_path).get("step") != saved["run"]["best_step"]:
+    if not _best_belongs_to(best_path, saved["run"]["best_step"], fingerprint):
         print(f"not resuming from {last_path}: {best_path} is missing or from another run")
         return None
     model.load_state_dict(saved["model_state"])
@@ -233,6 +233,16 @@ def resume(out_dir, fingerprint, model, optimizer, device):
     run.update(saved["run"], hidden=map_state(state["hidden"], lambda t: t.to(device)))
     print(f"resuming from {last_path} at step {run['step']}")
     return run
+
+
+def _best_belongs_to(best_path, best_step, fingerprint):
+    """Whether best.pt is the run's: the step last.pt names, or a later one of a run with the same
+    params and data (a kill between writing best.pt and last.pt leaves best.pt one validation ahead;
+    the resumed run rewrites it identically)."""
+    if not best_path.exists():
+        return False
+    best = checkpoint.load(best_path)
+    return best.get("step") == best_step or (best.get("fingerprint") == fingerprint and best["step"] > best_step)
 
 
 def _keep_now(step, p):
@@ -258,7 +268,7 @@ def _checkpoint(run, row, rank_states, model, optimizer, vocab, fingerprint, out
     weights = dict(step=row["step"], val_loss=row["val_loss"], train_loss=row["train_loss"])
     if row["val_loss"] < run["best_val_loss"]:
         run["best_val_loss"], run["best_step"] = row["val_loss"], row["step"]
-        checkpoint.save(out_dir / "best.pt", checkpoint.model_payload(model, vocab, **weights))
+        checkpoint.save(out_dir / "best.pt", checkpoint.model_payload(model, vocab, **weights, fingerprint=fingerprint))
     if _keep_now(row["step"], p):
         name = f"i{row['step']}_l{p['lstm_size']}_v{row['val_loss']:.4f}.pt"
         checkpoint.save(out_dir / "checkpoints" / name, checkpoint.model_payload(model, vocab, **weights))
