@@ -101,8 +101,7 @@ def main():
     print(f"machine: {machine()}; device {device}")
     print(f"tiny-shakespeare: {len(train_ids):,} train / {len(val_ids):,} val characters; budget {args.budget:g} s")
     torch.manual_seed(0)
-    model = CharRNN(len(vocab), config["cell"], config["lstm_size"], config["num_layers"], config["dropout"],
-                    config["embedding_size"]).to(device)
+    model = CharRNN.from_params(len(vocab), config).to(device)
     autocast = precision_context(device, config["precision"])
     steps = train_for(model, config, train_ids, args.budget, device, autocast)
     val = evaluate(model, val_ids, config["batch_size"], config["num_steps"], device, autocast)

@@ -30,8 +30,7 @@ REFERENCE = dict(cell="lstm", lstm_size=512, num_layers=2, embedding_size=0, dro
 def charrnn_steps(vocab, ids, config, device, precision, steps):
     """charrnn's training step, `steps` times, at a constant learning rate; yields each loss."""
     torch.manual_seed(0)
-    model = CharRNN(len(vocab), config["cell"], config["lstm_size"], config["num_layers"], config["dropout"],
-                    config["embedding_size"]).to(device)
+    model = CharRNN.from_params(len(vocab), config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     autocast = precision_context(device, precision)
     hidden = None

@@ -34,6 +34,11 @@ class CharRNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(lstm_size, vocab_size)
 
+    @classmethod
+    def from_params(cls, vocab_size, p):
+        """The model that params (or any mapping with the same keys) describe."""
+        return cls(vocab_size, p["cell"], p["lstm_size"], p["num_layers"], p["dropout"], p["embedding_size"])
+
     def forward(self, ids, state=None):
         """ids (batch, steps) → logits (batch, steps, vocab), new state."""
         outputs, state = self.rnn(self._inputs(ids), state)

@@ -43,10 +43,15 @@ def local_store():
 
 def redacted(uri):
     """The URI as it may be printed: any user:password@ (or token@) in it replaced by ***@."""
-    parts = urllib.parse.urlsplit(uri)
-    if "@" not in parts.netloc:
+    if "@" not in urllib.parse.urlsplit(uri).netloc:
         return uri
-    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+    return _without_credentials(uri, "***@")
+
+
+def _without_credentials(uri, replacement=""):
+    """The URI with the user:password@ (or token@) part of its host replaced by `replacement`."""
+    parts = urllib.parse.urlsplit(uri)
+    return urllib.parse.urlunsplit(parts._replace(netloc=replacement + parts.netloc.rpartition("@")[2]))
 
 
 def tracking_uri():
@@ -66,9 +71,8 @@ def connect():
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         try:
-            server = urllib.parse.urlsplit(uri)  # asked without credentials: /health needs none
-            health = server._replace(netloc=server.netloc.rpartition("@")[2], path=server.path.rstrip("/") + "/health")
-            with urllib.request.urlopen(health.geturl(), timeout=10):
+            # asked without credentials: /health needs none, and urllib would take them for the host
+            with urllib.request.urlopen(f"{_without_credentials(uri).rstrip('/')}/health", timeout=10):
                 pass
         except OSError as err:
             raise CharRNNError(f"MLflow tracking server {redacted(uri)} is unreachable ({getattr(err, 'reason', err)}): "

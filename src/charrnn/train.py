@@ -35,7 +35,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
     device = distributed.init(pick_device(p["device"]))
     main_rank, ranks = distributed.rank() == 0, distributed.world_size()
     torch.manual_seed(p["seed"])
-    model = CharRNN(len(vocab), p["cell"], p["lstm_size"], p["num_layers"], p["dropout"], p["embedding_size"])
+    model = CharRNN.from_params(len(vocab), p)
     model.to(device)
     stepped = model  # what the training steps run: the model, or its DDP wrapper that averages gradients
     if ranks > 1:
@@ -179,8 +179,10 @@ def resolve_precision(device, precision):
     if precision == "auto":
         return "bf16" if has_bf16_kernels(device_type) else "fp32"
     if precision == "bf16" and not has_bf16_kernels(device_type):
-        raise CharRNNError(f"precision is bf16, but this {device_type.upper()} has no bf16 kernels "
-                           f"(CPU capability {torch.backends.cpu.get_cpu_capability()}): use precision: auto or fp32")
+        which = "GPU" if device_type == "cuda" else "CPU"
+        capability = "" if device_type == "cuda" else f" (CPU capability {torch.backends.cpu.get_cpu_capability()})"
+        raise CharRNNError(f"precision is bf16, but this {which} has no bf16 kernels{capability}: "
+                           "use precision: auto or fp32")
     return precision
 
 
