@@ -6,7 +6,7 @@ from pathlib import Path
 from charrnn import checkpoint, params, tracking
 from charrnn.atomic import atomic_path
 from charrnn.errors import exit_on_error
-from charrnn.sample import format_samples, generate
+from charrnn.sample import format_samples, generate, sampling_options
 from charrnn.train import pick_device
 
 OUT_DIR = Path("samples")
@@ -16,9 +16,7 @@ OUT_DIR = Path("samples")
 def main():
     p = params.load()
     seeds = range(p["sample.seed"], p["sample.seed"] + p["sample.num_samples"])
-    options = dict(prime=p["sample.prime"], length=p["sample.length"], temperature=p["sample.temperature"],
-                   top_k=p["sample.top_k"], top_p=p["sample.top_p"], seeds=seeds,
-                   drop_unknown=p["sample.drop_unknown"], device=pick_device(p["device"]))
+    options = dict(sampling_options(p), seeds=seeds, device=pick_device(p["device"]))
     kept = sorted(Path("models/checkpoints").glob("*.pt"), key=lambda path: checkpoint.load(path)["step"])
     with tracking.PipelineRun.reopen() as run:
         for source in [*kept, Path("models/best.pt")]:

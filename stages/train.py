@@ -8,7 +8,8 @@ only rank 0 tracks and writes.
 from charrnn import distributed, params, tracking
 from charrnn.atomic import write_csv, write_json
 from charrnn.batches import load_ids
-from charrnn.errors import exit_on_error
+from charrnn.errors import CharRNNError, exit_on_error
+from charrnn.sample import check_sampling, sampling_options
 from charrnn.train import train
 from charrnn.vocab import Vocab
 
@@ -18,9 +19,13 @@ VOCAB = "data/prepared/vocab.json"
 @exit_on_error
 def main():
     p = params.load()
+    vocab = Vocab.load(VOCAB)
+    try:  # the sample stage runs after hours of training: a bad sample option must fail now, not then
+        check_sampling(vocab, **sampling_options(p))
+    except CharRNNError as err:
+        raise CharRNNError(f"params.yaml sample section: {err}") from None
     if p["processes"] > 1 and not distributed.launched():
         distributed.relaunch(p["processes"], __file__)
-    vocab = Vocab.load(VOCAB)
     train_ids = load_ids("data/split/train.npy")
     val_ids = load_ids("data/split/val.npy")
     if not distributed.is_main():

@@ -37,6 +37,9 @@ def test_defaults_are_valid_and_match_params_yaml():
         ("device", "tpu", "device must be one of auto, cpu, cuda"),
         ("learning_rate", 0, "learning_rate must be a number > 0"),
         ("sample.top_p", 0, "sample.top_p must be a number in (0, 1]"),
+        ("sample.top_k", 0, "sample.top_k must be an integer from 1 to the vocabulary size, or null for off"),
+        ("sample.top_k", "five", "sample.top_k must be an integer"),
+        ("batch_size", None, "batch_size must be an integer >= 1 (got None)"),
         ("resume", "yes", "resume must be true or false"),
     ],
 )
@@ -44,6 +47,10 @@ def test_bad_values_are_named(name, value, fragment):
     with pytest.raises(CharRNNError) as err:
         check(**{name: value})
     assert fragment in str(err.value)
+
+
+def test_null_top_k_means_off():
+    assert check(**{"sample.top_k": None})["sample.top_k"] is None
 
 
 def test_fractions_must_not_sum_over_one():

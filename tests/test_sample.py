@@ -49,13 +49,13 @@ def test_top_k_never_leaves_the_k_most_likely():
 
 def test_top_p_keeps_the_smallest_set_with_that_mass():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
-    ids = pick(probs.log().expand(4000, -1), 1.0, 0, 0.7, uniform(torch.arange(4000), step=1))
+    ids = pick(probs.log().expand(4000, -1), 1.0, None, 0.7, uniform(torch.arange(4000), step=1))
     assert set(ids.tolist()) == {0, 1}
 
 
 def test_draws_follow_the_distribution():
     probs = torch.tensor([0.6, 0.25, 0.1, 0.05])
-    ids = pick(probs.log().expand(40_000, -1), 1.0, 0, 1.0, uniform(torch.arange(40_000), step=7))
+    ids = pick(probs.log().expand(40_000, -1), 1.0, None, 1.0, uniform(torch.arange(40_000), step=7))
     freq = np.bincount(ids.numpy(), minlength=4) / 40_000
     assert np.allclose(freq, probs.numpy(), atol=0.01)
 
@@ -68,6 +68,7 @@ def test_bad_sampling_options_are_named(trained):
     for kwargs, message in [(dict(prime=""), "prime text is empty"), (dict(length=-1), "length must be >= 0"),
                             (dict(temperature=-0.5), "temperature must be >= 0"),
                             (dict(top_k=len(vocab) + 1), "top_k must be between 1 and the vocabulary size"),
+                            (dict(top_k=0), "top_k must be between 1 and the vocabulary size"),
                             (dict(top_p=0), "top_p must be in"), (dict(seeds=[]), "num_samples must be >= 1")]:
         with pytest.raises(CharRNNError, match=message):
             generate(model, vocab, **{"prime": "the", "length": 5, **kwargs})
@@ -93,6 +94,9 @@ def test_cli_streams_a_sample(trained):
                  "--temperature", "0.8", "--top-k", "5")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("the") and len(result.stdout) == 3 + 50 + 1
+    unfiltered = cli("sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the", "--length", "50",
+                     "--top-k", "null")
+    assert unfiltered.returncode == 0 and unfiltered.stdout != result.stdout, unfiltered.stderr
 
 
 def test_cli_sample_errors(trained, tmp_path):
@@ -100,6 +104,8 @@ def test_cli_sample_errors(trained, tmp_path):
     assert_clean_error(cli("sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the €"),
                        "characters not in the tiny vocabulary: '€'")
     assert_clean_error(cli("sample", "--checkpoint", str(tmp_path / "none.pt")), "not found")
+    assert_clean_error(cli("sample", "--checkpoint", str(folder / "best.pt"), "--top-k", "0"),
+                       "top_k must be between 1 and the vocabulary size")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert_clean_error(cli("sample", "--checkpoint", str(tmp_path / "bad.pt")), "not a readable checkpoint")
 

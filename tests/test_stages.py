@@ -63,6 +63,19 @@ def test_too_small_split_keeps_the_good_outputs(tmp_path):
     assert {p.name: p.read_bytes() for p in split.iterdir()} == before
 
 
+def test_bad_sample_options_stop_the_train_stage_before_it_trains(tmp_path):
+    (tmp_path / "mine.txt").write_text("abcdefghij " * 500)
+    write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
+    for stage in ("fetch", "prepare", "split"):
+        assert run_stage(stage, tmp_path).returncode == 0
+    for sample, message in [({"sample.top_k": 12}, "sample section: top_k must be between 1 and the vocabulary size 11"),
+                            ({"sample.prime": "Far"}, "sample section: characters not in the mine vocabulary: 'F', 'r'"),
+                            ({"sample.top_k": 0}, "sample.top_k must be an integer from 1")]:  # caught with params
+        write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10, **sample)
+        assert_clean_error(run_stage("train", tmp_path), message)
+        assert not (tmp_path / "models").exists() and not (tmp_path / "mlruns").exists()
+
+
 def test_cli_fetch_reports_errors(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "charrnn.cli", "fetch", "nosuchcorpus"], cwd=tmp_path, capture_output=True, text=True

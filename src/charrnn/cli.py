@@ -62,6 +62,11 @@ def _repro_check(args):
     print("repro-check: identical metrics and samples; a second dvc repro is a no-op")
 
 
+def int_or_null(text):
+    """--top-k's type: an integer, or null (as in params.yaml) for off."""
+    return None if text.lower() in ("null", "none", "off") else int(text)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="charrnn", description=__doc__)
     parser.add_argument("--version", action="version", version=f"charrnn {__version__}")
@@ -86,7 +91,7 @@ def build_parser():
     source.add_argument("--checkpoint", default="models/best.pt", help="a charrnn checkpoint (default: %(default)s)")
     source.add_argument("--model", help="an MLflow model URI instead, e.g. models:/charrnn-anna@champion")
     for name, flag, kind in [("prime", "--prime", str), ("length", "--length", int),
-                             ("temperature", "--temperature", float), ("top_k", "--top-k", int),
+                             ("temperature", "--temperature", float), ("top_k", "--top-k", int_or_null),
                              ("top_p", "--top-p", float), ("seed", "--seed", int),
                              ("num_samples", "--num-samples", int)]:
         param = SCHEMA[f"sample.{name}"]

@@ -22,6 +22,7 @@ class Param:
     kind: type  # bool, int, float or str
     rule: str  # the allowed values in words, for error messages
     ok: Callable[[Any], bool] = lambda value: True
+    nullable: bool = False  # null (None) is allowed and means "off"
 
 
 CELL_TYPES = ("lstm", "gru", "rnn")
@@ -70,7 +71,8 @@ SCHEMA = {
     "sample.prime": Param("Far", str, "a non-empty text", lambda value: value != ""),
     "sample.length": Param(2000, int, "an integer >= 0", _at_least(0)),
     "sample.temperature": Param(1.0, float, "a number >= 0 (0 = greedy)", _at_least(0)),
-    "sample.top_k": Param(5, int, "an integer >= 0 (0 = off)", _at_least(0)),
+    "sample.top_k": Param(5, int, "an integer from 1 to the vocabulary size, or null for off", _at_least(1),
+                          nullable=True),
     "sample.top_p": Param(1.0, float, "a number in (0, 1] (1 = off)", lambda value: 0 < value <= 1),
     "sample.seed": Param(1234, int, "an integer >= 0", _at_least(0)),
     "sample.num_samples": Param(1, int, "an integer >= 1", _at_least(1)),
@@ -126,6 +128,8 @@ def validate(raw, source="params"):
 
 def _checked(name, value, source):
     param = SCHEMA[name]
+    if value is None and param.nullable:
+        return None
     converted = _convert(value, param.kind)
     if converted is None or not param.ok(converted):
         raise CharRNNError(f"{source}: {name} must be {param.rule} (got {value!r})")

@@ -12,17 +12,16 @@ from charrnn.errors import CharRNNError
 _MASK32 = 0xFFFFFFFF
 
 
-def generate(model, vocab, prime, length, temperature=1.0, top_k=0, top_p=1.0, seeds=(0,),
+def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0, seeds=(0,),
              device="cpu", drop_unknown=False, on_step=None):
     """Return one text per seed: `prime` followed by `length` generated characters.
 
-    temperature 0 is greedy decoding (deterministic, and prone to loops); top_k 0 and top_p 1 are off.
+    temperature 0 is greedy decoding (deterministic, and prone to loops); top_k None and top_p 1 are off.
     `on_step(ids)` is called with each step's new ids (one per stream), for streaming output.
     """
-    check_sampling(vocab, prime, length, temperature, top_k, top_p)
+    prime = check_sampling(vocab, prime, length, temperature, top_k, top_p, drop_unknown)
     if len(seeds) < 1:
         raise CharRNNError("num_samples must be >= 1")
-    prime = usable_prime(vocab, prime, drop_unknown)
     prime_ids = torch.as_tensor(vocab.encode(prime), dtype=torch.long, device=device)
     seeds = torch.as_tensor(list(seeds), dtype=torch.int64, device=device)
     model = model.to(device).eval()
@@ -65,7 +64,7 @@ def pick(logits, temperature, top_k, top_p, u):
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
-    if top_k:
+    if top_k is not None:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
@@ -91,15 +90,25 @@ def uniform(seeds, step):
     return (x.double() + 0.5) / 2.0**32
 
 
-def check_sampling(vocab, prime, length, temperature, top_k, top_p):
-    """One clear error for each bad sampling option."""
+def sampling_options(p):
+    """generate()'s sampling keywords from the `sample.*` params."""
+    return dict(prime=p["sample.prime"], length=p["sample.length"], temperature=p["sample.temperature"],
+                top_k=p["sample.top_k"], top_p=p["sample.top_p"], drop_unknown=p["sample.drop_unknown"])
+
+
+def check_sampling(vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0, drop_unknown=False):
+    """One clear error for each bad sampling option; returns the prime as generation uses it."""
     if not prime:
         raise CharRNNError("the prime text is empty: give at least one character to start from")
     if length < 0:
         raise CharRNNError(f"length must be >= 0 (got {length})")
     if temperature < 0:
         raise CharRNNError(f"temperature must be >= 0 (got {temperature}; 0 = greedy)")
-    if not 0 <= top_k <= len(vocab):
-        raise CharRNNError(f"top_k must be between 1 and the vocabulary size {len(vocab)}, or 0 for off (got {top_k})")
+    if top_k is not None and not 1 <= top_k <= len(vocab):
+        raise CharRNNError(f"top_k must be between 1 and the vocabulary size {len(vocab)}, or null for off "
+                           f"(got {top_k})")
     if not 0 < top_p <= 1:
         raise CharRNNError(f"top_p must be in (0, 1] (got {top_p}; 1 = off)")
+    prime = usable_prime(vocab, prime, drop_unknown)
+    vocab.encode(prime)  # names the characters outside the vocabulary
+    return prime
