@@ -1,5 +1,5 @@
 """dvc.yaml tells the truth: each stage reads only what it declares (deps, or its own persisted outs)
-and writes only its outs. A stage reading an undeclared file would not be rerun when it changes."""
+and writes only its outs, each atomically. A stage reading an undeclared file would not be rerun when it changes."""
 
 import json
 from pathlib import Path
@@ -44,6 +44,8 @@ def test_stages_read_and_write_only_what_dvc_yaml_declares(project):
         assert {p for p in data_reads if not within(p, deps + outs)} == set(), name
         assert {p for p in writes if not within(p, outs)} == set(), name
         assert writes, f"stage {name} wrote nothing"
+        # every output arrives by a rename from a hidden temp file beside it, never written in place
+        assert writes - local(log["renamed"]) == set(), name
 
 
 def test_repro_check_lists_every_difference(monkeypatch):

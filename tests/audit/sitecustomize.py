@@ -1,5 +1,5 @@
 """Loaded by a stage's Python when tests put this folder on PYTHONPATH: records, through Python's audit
-hooks, every file the stage opens and every file it renames into place, for test_dvc_yaml.py."""
+hooks, every file the stage opens and every file it renames into place (os.replace), for test_dvc_yaml.py."""
 
 import atexit
 import json
@@ -7,7 +7,7 @@ import os
 import sys
 
 _log = os.environ["CHARRNN_AUDIT_DIR"]
-_reads, _writes = set(), set()
+_reads, _writes, _renamed = set(), set(), set()
 
 
 def _hook(event, args):
@@ -16,6 +16,7 @@ def _hook(event, args):
         (_writes if any(flag in args[1] for flag in "wax+") else _reads).add(os.path.abspath(args[0]))
     elif event == "os.rename" and args[3] in (None, -1):
         _writes.add(os.path.abspath(args[1]))
+        _renamed.add(os.path.abspath(args[1]))
 
 
 def _save():
@@ -23,7 +24,7 @@ def _save():
         return  # dvc itself, or another tool
     stage = os.path.splitext(os.path.basename(sys.argv[0]))[0]
     with open(os.path.join(_log, f"{stage}.json"), "w") as f:
-        json.dump({"reads": sorted(_reads), "writes": sorted(_writes)}, f)
+        json.dump({"reads": sorted(_reads), "writes": sorted(_writes), "renamed": sorted(_renamed)}, f)
 
 
 sys.addaudithook(_hook)
