@@ -238,6 +238,23 @@ def test_unreachable_tracking_server_is_one_clear_line(tmp_path):
     assert "s3cret" not in result.stdout + result.stderr  # credentials never reach a log
 
 
+def test_unreachable_tracking_server_stops_training_before_it_changes_a_file(tmp_path, mirror):
+    from conftest import run_stage
+
+    write_params(tmp_path, **{**PIPELINE, "resume": False})
+    for stage in ("fetch", "prepare", "split"):
+        assert run_stage(stage, tmp_path, env={"CHARRNN_DATA_MIRROR": str(mirror)}).returncode == 0
+    kept = tmp_path / "models" / "checkpoints" / "i100_l32_v2.0000.pt"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"a kept checkpoint of an earlier run")
+    port = free_port()
+    started = time.time()
+    result = run_stage("train", tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
+    assert time.time() - started < 30
+    assert_clean_error(result, f"MLflow tracking server http://127.0.0.1:{port} is unreachable")
+    assert [path.name for path in (tmp_path / "models").rglob("*")] == ["checkpoints", kept.name]
+
+
 def test_queued_experiments_run_two_at_a_time_into_the_one_store(project, monkeypatch):
     write_params(project.root, **{**PIPELINE, "keep_checkpoints": 0})
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "tiny"], cwd=project.root,

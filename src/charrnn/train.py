@@ -50,13 +50,15 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
                    "val_chars": len(val_ids)}
 
     run = resume(out_dir, fingerprint, model, optimizer, device) if p["resume"] else None
+    tracking_run_id = run["tracking_run_id"] if run is not None else None
+    if tracker is not None:  # before any file changes: an unreachable tracking server stops training here
+        tracking_run_id = tracker.start(tracking_run_id)
     if run is None:
         run = dict(step=0, best_val_loss=math.inf, best_step=0, history=[], hidden=None,
-                   train_seconds=0.0, chars_trained=0, tracking_run_id=None, interval_loss=0.0, interval_steps=0)
+                   train_seconds=0.0, chars_trained=0, interval_loss=0.0, interval_steps=0)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    run["tracking_run_id"] = tracking_run_id
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if tracker is not None:
-        run["tracking_run_id"] = tracker.start(run["tracking_run_id"])
     say = print if main_rank else (lambda *args: None)
     precision = resolve_precision(device, p["precision"])
     say(f"model: {p['num_layers']}x{p['lstm_size']} {p['cell']}, {model.num_params():,} parameters "
