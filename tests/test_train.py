@@ -191,23 +191,32 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(CharRNNError, match="not found"):
         checkpoint.load(tmp_path / "none.pt")
     (tmp_path / "junk.pt").write_bytes(b"\x00garbage" * 100)
-    with pytest.raises(CharRNNError, match="not a readable checkpoint"):
+    with pytest.raises(CharRNNError, match="junk.pt is not a readable checkpoint \\(corrupt or not a torch file"):
         checkpoint.load(tmp_path / "junk.pt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(CharRNNError, match="is not a charrnn checkpoint"):
         checkpoint.load(tmp_path / "other.pt")
     torch.save({"format": checkpoint.FORMAT, "code": Killed()}, tmp_path / "pickled.pt")
-    with pytest.raises(CharRNNError, match="not a readable checkpoint"):
+    with pytest.raises(CharRNNError, match="holds pickled Python objects \\(test_train.Killed\\), which are never loaded"):
         checkpoint.load(tmp_path / "pickled.pt")  # weights_only refuses to unpickle objects
 
 
-def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("broken", ["best.pt", "last.pt"])
+def test_a_truncated_checkpoint_stops_the_resume_and_the_other_survives(tmp_path, broken):
     train_ids, val_ids, vocab = tiny_corpus()
-    train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
-    data = (tmp_path / "best.pt").read_bytes()
-    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CharRNNError, match="not a readable checkpoint"):
-        checkpoint.load(tmp_path / "cut.pt")
+    p = tiny_params(epochs=1)
+    train(p, train_ids, val_ids, vocab, tmp_path)
+    data = (tmp_path / broken).read_bytes()
+    (tmp_path / broken).write_bytes(data[: len(data) // 2])
+    other = tmp_path / ({"best.pt", "last.pt"} - {broken}).pop()
+    kept = other.read_bytes()
+    with pytest.raises(CharRNNError, match=f"{broken} is not a readable checkpoint \\(corrupt or truncated: .*"
+                                           f"restore it \\(`dvc checkout .*{broken}`\\), or delete it"):
+        train(p, train_ids, val_ids, vocab, tmp_path)
+    assert other.read_bytes() == kept  # a fresh run did not overwrite the good one
+    (tmp_path / broken).unlink()
+    metrics, _ = train(p, train_ids, val_ids, vocab, tmp_path)  # the fix the message names works
+    assert metrics["steps"] == 39
 
 
 def test_two_process_gloo_data_parallel_training(tmp_path, mirror):

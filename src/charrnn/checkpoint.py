@@ -42,11 +42,22 @@ def load(path):
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CharRNNError(f"{path} is not a readable checkpoint (corrupt or truncated: {reason[:160]})") from None
+        raise CharRNNError(f"{path} is not a readable checkpoint ({_why_unreadable(err)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CharRNNError(f"{path} is not a charrnn checkpoint")
     return payload
+
+
+def _why_unreadable(err):
+    """torch's reason in a few words: its weights_only messages open with paragraphs of advice."""
+    text = str(err).strip()
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        if detail.startswith("Unsupported global:"):  # e.g. "Unsupported global: GLOBAL os.system was not ..."
+            name = detail.split(":", 1)[1].split(" was ")[0].replace("GLOBAL", "").strip()
+            return f"it holds pickled Python objects ({name}), which are never loaded"
+        return f"corrupt or not a torch file: {detail[:120]}"
+    return f"corrupt or truncated: {(text.splitlines()[0] if text else type(err).__name__)[:160]}"
 
 
 def load_model(path):

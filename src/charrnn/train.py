@@ -214,11 +214,7 @@ def resume(out_dir, fingerprint, model, optimizer, device):
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     if not last_path.exists():
         return None
-    try:
-        saved = checkpoint.load(last_path)
-    except CharRNNError as err:
-        print(f"not resuming: {err}")
-        return None
+    saved = _load_own(last_path)
     changed = sorted(k for k in fingerprint.keys() | saved["fingerprint"].keys()
                      if fingerprint.get(k) != saved["fingerprint"].get(k))
     if changed:
@@ -245,8 +241,17 @@ def _best_belongs_to(best_path, best_step, fingerprint):
     the resumed run rewrites it identically)."""
     if not best_path.exists():
         return False
-    best = checkpoint.load(best_path)
+    best = _load_own(best_path)
     return best.get("step") == best_step or (best.get("fingerprint") == fingerprint and best["step"] > best_step)
+
+
+def _load_own(path):
+    """A checkpoint of this training; an unreadable one stops it rather than be overwritten by a fresh run."""
+    try:
+        return checkpoint.load(path)
+    except CharRNNError as err:
+        raise CharRNNError(f"{err}: restore it (`dvc checkout {path}`), or delete it or set resume: false "
+                           "to train afresh") from None
 
 
 def _keep_now(step, p):
