@@ -10,6 +10,7 @@ from charrnn.atomic import write_csv, write_json
 from charrnn.batches import load_ids
 from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.sample import check_sampling, sampling_options
+from charrnn.split import require_one_batch
 from charrnn.train import train
 from charrnn.vocab import Vocab
 
@@ -24,10 +25,12 @@ def main():
         check_sampling(vocab, **sampling_options(p))
     except CharRNNError as err:
         raise CharRNNError(f"params.yaml sample section: {err}") from None
-    if p["processes"] > 1 and not distributed.launched():
-        distributed.relaunch(p["processes"], __file__)
     train_ids = load_ids("data/split/train.npy")
     val_ids = load_ids("data/split/val.npy")
+    if p["processes"] > 1 and not distributed.launched():
+        # checked here too, so that too small a shard is one error line rather than one per process
+        require_one_batch("train", len(train_ids), p["batch_size"], p["num_steps"], p["processes"])
+        distributed.relaunch(p["processes"], __file__)
     if not distributed.is_main():
         train(p, train_ids, val_ids, vocab, "models")
         return

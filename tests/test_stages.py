@@ -63,6 +63,17 @@ def test_too_small_split_keeps_the_good_outputs(tmp_path):
     assert {p.name: p.read_bytes() for p in split.iterdir()} == before
 
 
+def test_a_train_split_too_small_to_share_between_processes(tmp_path):
+    (tmp_path / "mine.txt").write_text("abcdefghij" * 500)
+    sizes = dict(corpus="mine.txt", train_frac=0.5, val_frac=0.5, test_frac=0, batch_size=40, num_steps=50)
+    write_params(tmp_path, **sizes, processes=2, **{"sample.prime": "abc"})
+    for stage in ("fetch", "prepare", "split"):
+        assert run_stage(stage, tmp_path).returncode == 0
+    assert_clean_error(run_stage("train", tmp_path), "the train split has 2,500 characters (1,250 for each of 2 "
+                       "processes), fewer than one batch (batch_size x num_steps + 1 = 2,001)", "/ processes")
+    assert not (tmp_path / "models").exists()
+
+
 def test_bad_sample_options_stop_the_train_stage_before_it_trains(tmp_path):
     (tmp_path / "mine.txt").write_text("abcdefghij " * 500)
     write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)

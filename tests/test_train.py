@@ -158,6 +158,15 @@ def test_divergence_stops_with_a_clear_error_and_keeps_best(tmp_path, monkeypatc
     assert checkpoint.load(tmp_path / "last.pt")["step"] == 10
 
 
+def test_fewer_characters_than_one_batch_is_a_clear_error(tmp_path):
+    train_ids, val_ids, vocab = tiny_corpus()
+    p = tiny_params()  # one batch: 8 x 16 + 1 characters
+    with pytest.raises(CharRNNError, match="the train split has 128 characters, fewer than one batch"):
+        train(p, train_ids[:128], val_ids, vocab, tmp_path)
+    metrics, _ = train({**p, "epochs": 1}, train_ids[:129], val_ids, vocab, tmp_path)
+    assert metrics["steps"] == 1
+
+
 def test_learning_rate_schedules():
     p = tiny_params(learning_rate=0.01, min_lr=0.001, warmup_steps=10)
     assert learning_rate(0, 110, p) == pytest.approx(0.001)

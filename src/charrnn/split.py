@@ -23,13 +23,19 @@ def split_bounds(length, train_frac, val_frac, test_frac):
 def split_array(encoded, params):
     """Views of `encoded` for each split; every non-empty split must hold at least one batch."""
     bounds = split_bounds(len(encoded), params["train_frac"], params["val_frac"], params["test_frac"])
-    one_batch = params["batch_size"] * params["num_steps"] + 1
     for name, (start, end) in bounds.items():
-        wanted = params[f"{name}_frac"] > 0
-        if wanted and end - start < one_batch:
-            raise CharRNNError(
-                f"the {name} split has {end - start:,} characters, fewer than one batch "
-                f"(batch_size x num_steps + 1 = {one_batch:,}): raise {name}_frac or lower "
-                "batch_size / num_steps"
-            )
+        if params[f"{name}_frac"] > 0:
+            require_one_batch(name, end - start, params["batch_size"], params["num_steps"])
     return {name: encoded[start:end] for name, (start, end) in bounds.items()}
+
+
+def require_one_batch(name, length, batch_size, num_steps, processes=1):
+    """A split of `length` characters must give each of `processes` at least one full window."""
+    one_batch = batch_size * num_steps + 1
+    if length // processes < one_batch:
+        share = f" ({length // processes:,} for each of {processes} processes)" if processes > 1 else ""
+        raise CharRNNError(
+            f"the {name} split has {length:,} characters{share}, fewer than one batch "
+            f"(batch_size x num_steps + 1 = {one_batch:,}): raise {name}_frac or lower "
+            f"batch_size / num_steps{' / processes' if processes > 1 else ''}"
+        )

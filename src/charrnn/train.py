@@ -19,6 +19,7 @@ from charrnn import checkpoint, distributed
 from charrnn.batches import num_windows, windows
 from charrnn.errors import CharRNNError, deferred_interrupts
 from charrnn.model import CharRNN, map_state
+from charrnn.split import require_one_batch
 
 # Params that do not change the trained weights: a last.pt made with other values of these resumes.
 _NOT_TRAINING = {"resume"}
@@ -38,6 +39,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
     model = CharRNN.from_params(len(vocab), p)
     model.to(device)
     stepped = model  # what the training steps run: the model, or its DDP wrapper that averages gradients
+    require_one_batch("train", len(train_ids), p["batch_size"], p["num_steps"], ranks)
     if ranks > 1:
         stepped = torch.nn.parallel.DistributedDataParallel(model)
         torch.manual_seed(p["seed"] + distributed.rank())  # same initial weights, different dropout masks
