@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # `import peer` from any working
 
 from charrnn import corpus  # noqa: E402
 from charrnn.batches import load_ids  # noqa: E402
-from charrnn.train import has_bf16_kernels  # noqa: E402
+from charrnn.device import has_bf16_kernels  # noqa: E402
 from charrnn.vocab import Vocab, encode_file  # noqa: E402
 
 DATA_DIR = Path(__file__).parent / ".data"
@@ -43,7 +43,7 @@ def corpus_ids(name):
     raw, sha256 = corpus.fetch(source, DATA_DIR)
     ids_path, vocab_path = DATA_DIR / f"{name}.npy", DATA_DIR / f"{name}.vocab.json"
     if not vocab_path.exists() or Vocab.load(vocab_path).sha256 != sha256:
-        vocab, _ = encode_file(raw, ids_path, name, sha256, start=source.start)
+        vocab, _ = encode_file(raw, ids_path, name, sha256, start=source.start, end=source.end)
         vocab.save(vocab_path)
     return Vocab.load(vocab_path), load_ids(ids_path)
 

@@ -16,7 +16,7 @@ def main():
     source = corpus.resolve(p["corpus"])
     raw = corpus.raw_path(source, RAW_DIR)
     vocab, length = encode_file(
-        raw, OUT_DIR / "encoded.npy", source.name, corpus.sha256_of(raw), start=source.start
+        raw, OUT_DIR / "encoded.npy", source.name, corpus.sha256_of(raw), start=source.start, end=source.end
     )
     vocab.save(OUT_DIR / "vocab.json")
     print(f"{source.name}: {length:,} characters, {len(vocab)} distinct, stored as {vocab.dtype.__name__}")

@@ -1,6 +1,5 @@
 import hashlib
 import threading
-from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -121,3 +120,7 @@ def test_real_corpora_from_the_mirror(mirror, tmp_path):
         assert sha == source.sha256 == corpus.sha256_of(path)
     hamlet = "".join(corpus.read_chunks(tmp_path / "hamlet.txt", start=corpus.CORPORA["hamlet"].start))
     assert hamlet.startswith("The Tragedie of Hamlet")
+    anna = corpus.CORPORA["anna"]
+    novel = "".join(corpus.read_chunks(tmp_path / "anna.txt", start=anna.start, end=anna.end, chunk_chars=100_000))
+    assert len(novel) == 1_966_145 and novel.endswith("which I have the power to put into\nit.\"\n")
+    assert "Gutenberg" not in novel[-100_000:]  # the licence footer is left out of every split

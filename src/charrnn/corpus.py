@@ -31,6 +31,7 @@ class Corpus:
     sha256: str | None = None
     url: str | None = None
     start: int = 0  # characters dropped from the head (a licence header, say) when the text is read
+    end: int | None = None  # where the text stops (a licence footer follows), in characters; None = the end
     source: Path | None = None  # a user's own text file
 
 
@@ -41,6 +42,7 @@ CORPORA = {
         sha256="568bb39fc78aca98e9db91c4329dcd1aa5ec4c3df3aca2064ce5d6f023ae16c9",
         url="https://raw.githubusercontent.com/udacity/deep-learning-v2-pytorch/master/"
         "recurrent-neural-networks/char-rnn/data/anna.txt",
+        end=1966145,  # the novel ends here; the Project Gutenberg licence footer (19,078 characters) follows
     ),
     "tinyshakespeare": Corpus(
         name="tinyshakespeare",
@@ -170,15 +172,21 @@ def check_utf8(path):
         raise CharRNNError(f"{path} is empty")
 
 
-def read_chunks(path, start=0, chunk_chars=1 << 24):
-    """Yield the text of `path` in chunks, with universal newlines and the first `start` characters dropped."""
+def read_chunks(path, start=0, end=None, chunk_chars=1 << 24):
+    """Yield the text of `path` in chunks, with universal newlines, characters `start` to `end` (None: all)."""
     if not Path(path).is_file():
         raise CharRNNError(f"{path} not found (run `dvc repro fetch` first)")
+    remaining = float("inf") if end is None else end - start
     try:
         with open(path, encoding="utf-8", newline=None) as f:
             if start:
                 f.read(start)
-            yield from iter(lambda: f.read(chunk_chars), "")
+            while remaining > 0:
+                chunk = f.read(int(min(chunk_chars, remaining)))
+                if not chunk:
+                    return
+                remaining -= len(chunk)
+                yield chunk
     except UnicodeDecodeError:
         check_utf8(path)  # names the offending byte
         raise

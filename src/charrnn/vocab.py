@@ -67,7 +67,7 @@ def _code_points(text):
     return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
-def encode_file(path, out_path, corpus, sha256, start=0, chunk_chars=1 << 24):
+def encode_file(path, out_path, corpus, sha256, start=0, end=None, chunk_chars=1 << 24):
     """Build the vocabulary of a text file and write its ids to `out_path` as a .npy array.
 
     Two passes over the file in chunks (vocabulary, then ids into a memory-mapped array), so memory
@@ -75,7 +75,7 @@ def encode_file(path, out_path, corpus, sha256, start=0, chunk_chars=1 << 24):
     """
     seen = np.zeros(_UNICODE_SIZE, dtype=bool)
     length = 0
-    for chunk in read_chunks(path, start, chunk_chars):
+    for chunk in read_chunks(path, start, end, chunk_chars):
         seen[_code_points(chunk)] = True
         length += len(chunk)
     if length == 0:
@@ -86,7 +86,7 @@ def encode_file(path, out_path, corpus, sha256, start=0, chunk_chars=1 << 24):
     with atomic_path(out_path) as tmp:
         ids = np.lib.format.open_memmap(tmp, mode="w+", dtype=vocab.dtype, shape=(length,))
         offset = 0
-        for chunk in read_chunks(path, start, chunk_chars):
+        for chunk in read_chunks(path, start, end, chunk_chars):
             ids[offset : offset + len(chunk)] = table[_code_points(chunk)]
             offset += len(chunk)
         ids.flush()
