@@ -6,7 +6,8 @@ The standard benchmark split: the first 90% of tiny-shakespeare trains, the last
 characters) validates. charrnn trains with its best settings for the budget (SETTINGS below; a
 cosine learning rate that reaches its floor when the time is up), the peer with the notebook's
 settings (2×512, batch 128 × 100, dropout 0.5, Adam 1e-3), each for the same wall-clock time.
-Both are then scored by charrnn's evaluate(): mean nats/char over the whole val split, state carried.
+Both are then scored by charrnn's evaluate(): mean nats/char over the whole val split by the one
+evaluation protocol (fp32, state carried; charrnn.evaluate).
 """
 
 import argparse
@@ -21,7 +22,9 @@ from charrnn.batches import windows
 from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.model import CharRNN
 from charrnn.split import split_bounds
-from charrnn.train import evaluate, pick_device, precision_context, train_step
+from charrnn.device import pick_device, precision_context
+from charrnn.evaluate import evaluate
+from charrnn.train import train_step
 import peer
 
 # charrnn's best settings per budget (seconds), found by sweeping with --set on a 2-core AVX2 CPU
@@ -104,12 +107,12 @@ def main():
     model = CharRNN.from_params(len(vocab), config).to(device)
     autocast = precision_context(device, config["precision"])
     steps = train_for(model, config, train_ids, args.budget, device, autocast)
-    val = evaluate(model, val_ids, config["batch_size"], config["num_steps"], device, autocast)
+    val = evaluate(model, val_ids, device)
     chars = steps * config["batch_size"] * config["num_steps"]
     print(f"  charrnn  val {val:.4f} nats/char after {steps:,} steps ({chars / len(train_ids):.1f} epochs)  {config}")
     if not args.no_peer:
         net = peer_for(vocab, train_ids, args.budget)
-        val = evaluate(net, val_ids, 128, 100, "cpu")
+        val = evaluate(net, val_ids, "cpu")
         print(f"  peer     val {val:.4f} nats/char (notebook settings: 2x512, batch 128 x 100, dropout 0.5, Adam 1e-3)")
     print("  for scale, on a 2-core CPU: nanoGPT's CPU recipe 1.886 in 69 s; its A100 result 1.4697")
 

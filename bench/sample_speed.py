@@ -16,7 +16,7 @@ from common import corpus_ids, device_sync, machine
 from charrnn.errors import exit_on_error
 from charrnn.model import CharRNN
 from charrnn.sample import generate
-from charrnn.train import pick_device
+from charrnn.device import pick_device
 import peer
 
 PRIME = "Far"

@@ -20,7 +20,9 @@ from charrnn import params
 from charrnn.batches import windows
 from charrnn.errors import exit_on_error
 from charrnn.model import CharRNN
-from charrnn.train import evaluate, has_bf16_kernels, pick_device, precision_context, resolve_precision, train_step
+from charrnn.device import has_bf16_kernels, pick_device, precision_context, resolve_precision
+from charrnn.evaluate import evaluate
+from charrnn.train import train_step
 import peer
 
 REFERENCE = dict(cell="lstm", lstm_size=512, num_layers=2, embedding_size=0, dropout=0.5,
@@ -52,9 +54,9 @@ def peer_chars_per_sec(vocab, ids, steps):
 
 
 def val_loss_after(vocab, train_ids, val_ids, device, precision, steps):
-    for model, autocast in charrnn_steps(vocab, train_ids, REFERENCE, device, precision, steps):
+    for model, _ in charrnn_steps(vocab, train_ids, REFERENCE, device, precision, steps):
         pass
-    return evaluate(model, val_ids, REFERENCE["batch_size"], REFERENCE["num_steps"], device, autocast)
+    return evaluate(model, val_ids, device)
 
 
 def row(name, rate, peer_rate=None):

@@ -1,12 +1,12 @@
-"""Stage evaluate: loss, bits/char and perplexity of models/best.pt on the val and test splits, also
-logged to the pipeline's MLflow run."""
+"""Stage evaluate: loss, bits/char and perplexity of models/best.pt on the val and test splits, by the
+one evaluation protocol (charrnn.evaluate), also logged to the pipeline's MLflow run."""
 
 from charrnn import params, tracking
 from charrnn.atomic import write_json
 from charrnn.batches import load_ids
 from charrnn.errors import exit_on_error
-from charrnn.evaluate import evaluate_checkpoint
-from charrnn.train import pick_device
+from charrnn.evaluate import PROTOCOL_ID, evaluate_checkpoint
+from charrnn.device import pick_device
 from charrnn.vocab import Vocab
 
 
@@ -16,9 +16,8 @@ def main():
     with tracking.PipelineRun.reopen() as run:
         vocab = Vocab.load("data/prepared/vocab.json")
         splits = {name: load_ids(f"data/split/{name}.npy") for name in ("val", "test")}
-        metrics = evaluate_checkpoint("models/best.pt", vocab, splits, p["batch_size"], p["num_steps"],
-                                      pick_device(p["device"]), p["precision"])
-        write_json("metrics/eval.json", metrics)
+        metrics = evaluate_checkpoint("models/best.pt", vocab, splits, pick_device(p["device"]))
+        write_json("metrics/eval.json", {**metrics, "eval_protocol": PROTOCOL_ID})
         run.log_metrics(metrics)
     print(", ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
 

@@ -1,9 +1,10 @@
 """Stage register: log models/best.pt as an MLflow model, register it as a new version of
-charrnn-<corpus>, and give the alias `champion` to the best version with the same split."""
+charrnn-<corpus>, and give the alias `champion` to the best version with the same split and
+evaluation protocol."""
 
 import json
 
-from charrnn import params, tracking
+from charrnn import params, registry, tracking
 from charrnn.atomic import write_json
 from charrnn.errors import exit_on_error
 from charrnn.vocab import Vocab
@@ -14,12 +15,12 @@ def main():
     p = params.load()
     vocab = Vocab.load("data/prepared/vocab.json")
     val_loss = json.loads(open("metrics/eval.json", encoding="utf-8").read())["val_loss"]
-    split = tracking.split_id(p, vocab)
+    key = tracking.comparability(p, vocab)
     with tracking.PipelineRun.reopen() as run:
-        version = tracking.register(run, "models/best.pt", vocab.corpus, val_loss, split)
-        name = tracking.model_name(vocab.corpus)
+        version = registry.register(run, "models/best.pt", vocab.corpus, val_loss, key)
+        name = registry.model_name(vocab.corpus)
         print(f"registered {name} version {version} (val {val_loss:.4f})")
-        champion, _ = tracking.promote(run.client, name, split)
+        champion, _ = registry.promote(run.client, name, key)
     write_json("models/registered.json", {"model": name, "version": version, "champion": champion})
 
 

@@ -7,7 +7,7 @@ from charrnn import checkpoint, params, tracking
 from charrnn.atomic import atomic_path
 from charrnn.errors import exit_on_error
 from charrnn.sample import format_samples, generate, sampling_options
-from charrnn.train import pick_device
+from charrnn.device import pick_device
 
 OUT_DIR = Path("samples")
 

@@ -36,6 +36,18 @@ def write_params(folder, **overrides):
     return path
 
 
+def with_python_path(env, folder):
+    """`env` with `folder` put first on PYTHONPATH."""
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")]))}
+
+
+def interrupting(env, signal_name, at):
+    """`env` for a train stage that sends itself SIG`signal_name` (KILL, TERM) as it is about to write
+    models/last.pt for the `at`-th time: a deterministic point to interrupt training at."""
+    return {**with_python_path(env, ROOT / "tests" / "signal_at_save"), "CHARRNN_TEST_SIGNAL": signal_name,
+            "CHARRNN_TEST_SIGNAL_AT": str(at)}
+
+
 def run_stage(name, cwd, env=None):
     """Run stages/<name>.py with `cwd` as the project root, as `dvc repro` would."""
     return subprocess.run(
@@ -46,6 +58,16 @@ def run_stage(name, cwd, env=None):
         text=True,
         timeout=300,
     )
+
+
+def prepare(folder, mirror=None, **overrides):
+    """A project folder with params.yaml (defaults + overrides) and the fetch, prepare and split stages
+    run, as a later stage finds it; returns the folder."""
+    write_params(folder, **overrides)
+    for stage in ("fetch", "prepare", "split"):
+        result = run_stage(stage, folder, env={"CHARRNN_DATA_MIRROR": str(mirror)} if mirror else None)
+        assert result.returncode == 0, result.stderr
+    return folder
 
 
 def assert_clean_error(result, *fragments):
@@ -64,7 +86,8 @@ PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dv
 def make_project(folder, mirror, **env):
     """A fresh git + DVC checkout of this project's pipeline in `folder`; returns a runner.
 
-    `run("repro")` runs `dvc repro` there with the venv on PATH and the corpus mirror set.
+    `run("repro")` runs `dvc repro` there with the venv on PATH and the corpus mirror set. The stages
+    import the package from the copy's src/, as in a real checkout, so an edit there takes effect.
     """
     import shutil
 
@@ -77,7 +100,8 @@ def make_project(folder, mirror, **env):
             shutil.copy(src, dest)
     bin_dir = Path(sys.executable).parent
     extra_env = env
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CHARRNN_DATA_MIRROR": str(mirror)}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CHARRNN_DATA_MIRROR": str(mirror),
+           "PYTHONPATH": str(folder / "src")}
     env.pop("MLFLOW_TRACKING_URI", None)  # the project's own store unless a test names another
     env.update(extra_env)
 

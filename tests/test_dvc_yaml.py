@@ -1,12 +1,13 @@
-"""dvc.yaml tells the truth: each stage reads only what it declares (deps, or its own persisted outs)
-and writes only its outs, each atomically. A stage reading an undeclared file would not be rerun when it changes."""
+"""dvc.yaml tells the truth: each stage reads only what it declares (deps, or its own persisted outs),
+loads only the package modules it declares, and writes only its outs, each atomically. A stage using an
+undeclared file or module would not be rerun when it changes."""
 
 import json
-from pathlib import Path
 
 import yaml
 
-from conftest import PIPELINE, ROOT, write_params
+from charrnn import modules
+from conftest import PIPELINE, ROOT, with_python_path, write_params
 
 # Code and config, which DVC tracks through the stage's declared code deps and params.
 NOT_DATA = ("src/", "stages/", "params.yaml", "mlruns/", ".dvc/", ".git/", "dvc.yaml", "dvc.lock")
@@ -28,7 +29,7 @@ def within(path, targets):
 def test_stages_read_and_write_only_what_dvc_yaml_declares(project):
     audit = project.root / "audit"
     audit.mkdir()
-    project.env.update(PYTHONPATH=str(ROOT / "tests" / "audit"), CHARRNN_AUDIT_DIR=str(audit))
+    project.env.update(with_python_path(project.env, ROOT / "tests" / "audit"), CHARRNN_AUDIT_DIR=str(audit))
     write_params(project.root, **PIPELINE)
     project("repro")
 
@@ -38,10 +39,18 @@ def test_stages_read_and_write_only_what_dvc_yaml_declares(project):
     for name, stage in stages.items():
         deps, outs = declared(stage)
         log = json.loads((audit / f"{name}.json").read_text())
+        assert log["modules"] and all(p.startswith(root) for p in log["modules"]), f"{name} ran another src/"
         local = lambda paths: {p[len(root):] for p in paths if p.startswith(root) and not p.startswith(str(audit))}  # noqa: E731
         data_reads = {p for p in local(log["reads"]) if not p.startswith(NOT_DATA)}
         writes = {p for p in local(log["writes"]) if not p.startswith("mlruns/") and "/." not in "/" + p}
         assert {p for p in data_reads if not within(p, deps + outs)} == set(), name
+        # every package module the stage loaded, and every package file it read (the register stage
+        # copies the served model's modules), is a dep; and the deps are just those the stage imports
+        loaded = local(log["modules"]) | {p for p in local(log["reads"]) if p.startswith("src/charrnn/") and p.endswith(".py")}
+        assert loaded - set(deps) == set(), f"stage {name} uses package files dvc.yaml does not declare"
+        script = ROOT / "stages" / f"{name}.py"
+        imported = {f"src/charrnn/{file}" for file in modules.closure(*modules.imported_by(script))}
+        assert {p for p in deps if p.startswith("src/")} == imported | loaded, f"stage {name}: deps it does not use"
         assert {p for p in writes if not within(p, outs)} == set(), name
         assert writes, f"stage {name} wrote nothing"
         # every output arrives by a rename from a hidden temp file beside it, never written in place

@@ -1,18 +1,15 @@
 """`dvc repro` on a fresh copy of the pipeline: stages chain, reruns are exact, no-op is a no-op."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
+from mlflow import MlflowClient
 
 from charrnn import checkpoint
-
-from conftest import PIPELINE, write_params
+from conftest import PIPELINE, interrupting, write_params
 
 
 def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
@@ -39,6 +36,21 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     assert "Running stage 'split'" in rerun and "Running stage 'train'" in rerun
     assert json.loads((project.root / "data/split/split.json").read_text())["val_chars"] == 162_849 - int(0.9 * 162_849)
 
+    # a code change (even a comment) or `dvc repro -f` trains from step 0, into a new MLflow run
+    client = MlflowClient(f"sqlite:///{project.root}/mlruns/mlflow.db")
+    experiment_id = client.get_experiment_by_name("charrnn-hamlet").experiment_id
+    assert len(client.search_runs([experiment_id])) == 2  # the first run and the val_frac one
+    model_py = project.root / "src/charrnn/model.py"
+    model_py.write_text(model_py.read_text() + "# a comment\n")
+    for args in (["repro"], ["repro", "-f"]):
+        rerun = project(*args).stdout
+        assert "Running stage 'train'" in rerun and "holds a finished run: training afresh" in rerun
+        assert "resuming" not in rerun and "step     50/" in rerun
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time ASC"])
+    assert len(runs) == 4 and all(run.info.status == "FINISHED" for run in runs)
+    assert [m.step for m in client.get_metric_history(runs[-1].info.run_id, "val_loss")][0] == 50
+    assert runs[-1].data.metrics["val_loss"] == runs[-2].data.metrics["val_loss"]  # same code, same result
+
     dag = project("dag").stdout
     assert all(stage in dag for stage in ("fetch", "prepare", "split", "train"))
     metrics = project("metrics", "show", "--json").stdout
@@ -50,20 +62,14 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
 def test_kill_9_during_training_then_repro_resumes_to_the_same_metrics(project):
     write_params(project.root, **{**PIPELINE, "epochs": 4, "eval_every": 20, "keep_checkpoints": 0})
     project("repro", "split")
-    stage = subprocess.Popen([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=project.root, env=project.env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    last = project.root / "models" / "last.pt"
-    deadline = time.time() + 300
-    while not (last.exists() and checkpoint.load(last)["step"] >= 100):
-        assert stage.poll() is None and time.time() < deadline, "training ended before it could be killed"
-        time.sleep(0.2)
-    os.killpg(stage.pid, signal.SIGKILL)
-    stage.wait()
-    killed_at = checkpoint.load(last)["step"]
-    assert killed_at < 4 * 143
+    # kill -9 as the sixth last.pt (step 120) is being written: best.pt may be ahead, last.pt holds step 100
+    killed = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro"], cwd=project.root,
+                            env=interrupting(project.env, "KILL", 6), capture_output=True, text=True, timeout=600)
+    assert killed.returncode != 0 and "step    100/572" in killed.stdout and "step    120/" not in killed.stdout
+    assert checkpoint.load(project.root / "models" / "last.pt")["step"] == 100
 
     rerun = project("repro").stdout
-    assert f"resuming from models/last.pt at step {killed_at}" in rerun
+    assert "resuming from models/last.pt at step 100" in rerun
     resumed = json.loads((project.root / "metrics/train.json").read_text())
 
     params = yaml.safe_load((project.root / "params.yaml").read_text())

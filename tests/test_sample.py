@@ -47,6 +47,13 @@ def test_top_k_never_leaves_the_k_most_likely():
     assert set(ids.tolist()) == allowed  # all five appear in 5,000 draws, nothing else does
 
 
+def test_top_k_keeps_exactly_k_ids_when_the_kth_is_tied():
+    logits = torch.tensor([[1.0, 1.0, 1.0, 0.0]]).expand(1000, -1)
+    ids = pick(logits, 1.0, 1, 1.0, uniform(torch.arange(1000), step=0))
+    assert len(set(ids.tolist())) == 1  # one of the three tied ids, always the same one
+    assert len(set(pick(logits, 1.0, 2, 1.0, uniform(torch.arange(1000), step=0)).tolist())) == 2
+
+
 def test_top_p_keeps_the_smallest_set_with_that_mass():
     probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
     ids = pick(probs.log().expand(4000, -1), 1.0, None, 0.7, uniform(torch.arange(4000), step=1))
@@ -77,8 +84,7 @@ def test_bad_sampling_options_are_named(trained):
 def test_evaluation_equals_the_training_loops_validation(trained):
     _, _, folder, val_ids, p = trained
     _, vocab = checkpoint.load_model(folder / "best.pt")
-    metrics = evaluate_checkpoint(folder / "best.pt", vocab, {"val": val_ids, "test": val_ids[:0]},
-                                  p["batch_size"], p["num_steps"], "cpu", p["precision"])
+    metrics = evaluate_checkpoint(folder / "best.pt", vocab, {"val": val_ids, "test": val_ids[:0]}, "cpu")
     assert metrics["val_loss"] == checkpoint.load(folder / "best.pt")["val_loss"]
     assert metrics["val_bpc"] == pytest.approx(metrics["val_loss"] / np.log(2))
     assert "test_loss" not in metrics  # an empty split has no metrics
@@ -88,15 +94,26 @@ def cli(*args):
     return subprocess.run([sys.executable, "-m", "charrnn.cli", *args], capture_output=True, text=True, timeout=120)
 
 
-def test_cli_streams_a_sample(trained):
-    folder = trained[2]
-    result = cli("sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the", "--length", "50",
-                 "--temperature", "0.8", "--top-k", "5")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("the") and len(result.stdout) == 3 + 50 + 1
-    unfiltered = cli("sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the", "--length", "50",
-                     "--top-k", "null")
-    assert unfiltered.returncode == 0 and unfiltered.stdout != result.stdout, unfiltered.stderr
+def outside_top_k(model, vocab, text, prime_length, k):
+    """How many characters of `text` after the prime are not among the model's k most likely there."""
+    ids = torch.as_tensor(vocab.encode(text), dtype=torch.long)
+    with torch.no_grad():
+        logits, _ = model(ids[None, :-1])
+    top = torch.topk(logits[0], k, dim=-1).indices
+    return sum(int(ids[i + 1] not in top[i]) for i in range(prime_length - 1, len(ids) - 1))
+
+
+def test_cli_streams_a_sample_and_top_k_null_switches_the_filter_off(trained):
+    model, vocab, folder, *_ = trained
+    args = ["sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the", "--length", "400",
+            "--temperature", "1.0", "--seed", "5"]
+    filtered = cli(*args, "--top-k", "5")
+    assert filtered.returncode == 0, filtered.stderr
+    assert filtered.stdout.startswith("the") and len(filtered.stdout) == 3 + 400 + 1
+    assert outside_top_k(model, vocab, filtered.stdout[:-1], 3, 5) == 0
+    unfiltered = cli(*args, "--top-k", "null")
+    assert unfiltered.returncode == 0, unfiltered.stderr
+    assert outside_top_k(model, vocab, unfiltered.stdout[:-1], 3, 5) > 0  # the filter is really off
 
 
 def test_cli_sample_errors(trained, tmp_path):
@@ -114,5 +131,4 @@ def test_a_checkpoint_of_another_corpus_is_refused(trained):
     _, vocab, folder, val_ids, p = trained
     other = Vocab(chars=vocab.chars, corpus="anna", sha256="f" * 64)
     with pytest.raises(CharRNNError, match="was trained on corpus 'tiny', but the data is 'anna'"):
-        evaluate_checkpoint(folder / "best.pt", other, {"val": val_ids}, p["batch_size"], p["num_steps"], "cpu",
-                            p["precision"])
+        evaluate_checkpoint(folder / "best.pt", other, {"val": val_ids}, "cpu")

@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 
-from conftest import ROOT, assert_clean_error, run_stage, write_params
+from conftest import ROOT, assert_clean_error, prepare, run_stage, write_params
 
 
 def test_unknown_corpus(tmp_path):
@@ -35,10 +35,7 @@ def test_mirror_checksum_mismatch(tmp_path):
 
 def test_own_text_file_end_to_end(tmp_path):
     (tmp_path / "mine.txt").write_text("to be or not to be, that is the question\r\n" * 400)
-    write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
-    for stage in ("fetch", "prepare", "split"):
-        result = run_stage(stage, tmp_path)
-        assert result.returncode == 0, result.stderr
+    prepare(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
     split = (tmp_path / "data" / "split")
     sizes = [len(np.load(split / f"{name}.npy")) for name in ("train", "val", "test")]
     assert sum(sizes) == 400 * 41 and sizes[0] == int(0.9 * 400 * 41)  # CRLF read as one newline
@@ -52,9 +49,7 @@ def test_undecodable_own_file(tmp_path):
 
 def test_too_small_split_keeps_the_good_outputs(tmp_path):
     (tmp_path / "mine.txt").write_text("abcdefghij" * 500)
-    write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
-    for stage in ("fetch", "prepare", "split"):
-        assert run_stage(stage, tmp_path).returncode == 0
+    prepare(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
     split = tmp_path / "data" / "split"
     before = {p.name: p.read_bytes() for p in split.iterdir()}
 
@@ -66,9 +61,7 @@ def test_too_small_split_keeps_the_good_outputs(tmp_path):
 def test_a_train_split_too_small_to_share_between_processes(tmp_path):
     (tmp_path / "mine.txt").write_text("abcdefghij" * 500)
     sizes = dict(corpus="mine.txt", train_frac=0.5, val_frac=0.5, test_frac=0, batch_size=40, num_steps=50)
-    write_params(tmp_path, **sizes, processes=2, **{"sample.prime": "abc"})
-    for stage in ("fetch", "prepare", "split"):
-        assert run_stage(stage, tmp_path).returncode == 0
+    prepare(tmp_path, **sizes, processes=2, **{"sample.prime": "abc"})
     assert_clean_error(run_stage("train", tmp_path), "the train split has 2,500 characters (1,250 for each of 2 "
                        "processes), fewer than one batch (batch_size x num_steps + 1 = 2,001)", "/ processes")
     assert not (tmp_path / "models").exists()
@@ -76,9 +69,7 @@ def test_a_train_split_too_small_to_share_between_processes(tmp_path):
 
 def test_bad_sample_options_stop_the_train_stage_before_it_trains(tmp_path):
     (tmp_path / "mine.txt").write_text("abcdefghij " * 500)
-    write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
-    for stage in ("fetch", "prepare", "split"):
-        assert run_stage(stage, tmp_path).returncode == 0
+    prepare(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
     for sample, message in [({"sample.top_k": 12}, "sample section: top_k must be between 1 and the vocabulary size 11"),
                             ({"sample.prime": "Far"}, "sample section: characters not in the mine vocabulary: 'F', 'r'"),
                             ({"sample.top_k": 0}, "sample.top_k must be an integer from 1")]:  # caught with params

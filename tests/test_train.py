@@ -1,13 +1,18 @@
 import math
+import shutil
 import signal
+import time
 
 import pytest
 import torch
 
-from charrnn import checkpoint, train as train_module
+from charrnn import checkpoint, device as device_module, modules, train as train_module
+from charrnn.checkpoint import Checkpointer
+from charrnn.device import pick_device, resolve_precision
 from charrnn.errors import CharRNNError
-from charrnn.train import evaluate, learning_rate, pick_device, resolve_precision, train
-from conftest import tiny_corpus, tiny_params
+from charrnn.evaluate import evaluate
+from charrnn.train import learning_rate, train
+from conftest import prepare, tiny_corpus, tiny_params
 
 
 def test_loss_falls_and_best_is_the_min_val_step(tmp_path):
@@ -31,8 +36,7 @@ def test_best_checkpoint_alone_rebuilds_the_model(tmp_path):
     train(p, train_ids, val_ids, vocab, tmp_path)
     model, loaded_vocab = checkpoint.load_model(tmp_path / "best.pt")
     assert loaded_vocab == vocab
-    val = evaluate(model, val_ids, p["batch_size"], p["num_steps"], "cpu")
-    assert val == pytest.approx(checkpoint.load(tmp_path / "best.pt")["val_loss"], abs=1e-6)
+    assert evaluate(model, val_ids, "cpu") == checkpoint.load(tmp_path / "best.pt")["val_loss"]
 
 
 def without_speed(metrics):
@@ -44,25 +48,30 @@ class Killed(BaseException):
     """Stands in for kill -9: raised right after a checkpoint, caught by nothing in charrnn."""
 
 
+def kill_after_checkpoints(monkeypatch, count):
+    """Make training die (Killed) right after its `count`-th checkpoint."""
+    real_checkpoint, calls = Checkpointer.checkpoint, []
+
+    def checkpoint_then_die(self, *args):
+        real_checkpoint(self, *args)
+        calls.append(1)
+        if len(calls) == count:
+            raise Killed
+
+    monkeypatch.setattr(Checkpointer, "checkpoint", checkpoint_then_die)
+
+
 @pytest.mark.parametrize("cell, precision", [("lstm", "fp32"), ("gru", "auto")])
 def test_resume_ends_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch, cell, precision):
     train_ids, val_ids, vocab = tiny_corpus()
     p = tiny_params(cell=cell, precision=precision, epochs=3, eval_every=7, keep_checkpoints=21)  # mid-epoch saves
     whole_metrics, whole_history = train(p, train_ids, val_ids, vocab, tmp_path / "whole")
 
-    real_checkpoint, calls = train_module._checkpoint, []
-
-    def checkpoint_then_die(*args, **kwargs):
-        real_checkpoint(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 8:
-            raise Killed
-
-    monkeypatch.setattr(train_module, "_checkpoint", checkpoint_then_die)
+    kill_after_checkpoints(monkeypatch, 8)
     with pytest.raises(Killed):
         train(p, train_ids, val_ids, vocab, tmp_path / "cut")
     assert checkpoint.load(tmp_path / "cut" / "last.pt")["step"] == 56
-    monkeypatch.setattr(train_module, "_checkpoint", real_checkpoint)
+    monkeypatch.undo()
     resumed_metrics, resumed_history = train(p, train_ids, val_ids, vocab, tmp_path / "cut")
 
     assert resumed_history == whole_history
@@ -107,19 +116,19 @@ def test_a_kill_between_best_and_last_still_resumes_to_the_same_run(tmp_path, mo
     p = tiny_params(epochs=2, eval_every=10)
     whole_metrics, whole_history = train(p, train_ids, val_ids, vocab, tmp_path / "whole")
 
-    real_save_last = train_module._save_last
+    real_save_last = Checkpointer._save_last
 
-    def die_before_last_at_step_30(run, *args, **kwargs):
-        if run["step"] == 30:
+    def die_before_last_at_step_30(self, row, *args):
+        if row["step"] == 30:
             raise Killed  # best.pt of step 30 is written, last.pt still holds step 20
-        real_save_last(run, *args, **kwargs)
+        real_save_last(self, row, *args)
 
-    monkeypatch.setattr(train_module, "_save_last", die_before_last_at_step_30)
+    monkeypatch.setattr(Checkpointer, "_save_last", die_before_last_at_step_30)
     with pytest.raises(Killed):
         train(p, train_ids, val_ids, vocab, tmp_path / "cut")
     assert checkpoint.load(tmp_path / "cut" / "best.pt")["step"] == 30
     assert checkpoint.load(tmp_path / "cut" / "last.pt")["step"] == 20
-    monkeypatch.setattr(train_module, "_save_last", real_save_last)
+    monkeypatch.undo()
     capsys.readouterr()
     resumed_metrics, resumed_history = train(p, train_ids, val_ids, vocab, tmp_path / "cut")
     assert "resuming from" in capsys.readouterr().out
@@ -127,13 +136,81 @@ def test_a_kill_between_best_and_last_still_resumes_to_the_same_run(tmp_path, mo
     assert without_speed(resumed_metrics) == without_speed(whole_metrics)
 
 
-def test_changed_params_start_afresh(tmp_path, capsys):
+def test_a_best_pt_of_another_run_is_never_taken_for_this_runs(tmp_path, monkeypatch, capsys):
     train_ids, val_ids, vocab = tiny_corpus()
-    train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
+    for folder, lstm_size in (("mine", 32), ("other", 24)):  # two runs, both killed after step 30
+        kill_after_checkpoints(monkeypatch, 3)
+        with pytest.raises(Killed):
+            train(tiny_params(epochs=2, lstm_size=lstm_size), train_ids, val_ids, vocab, tmp_path / folder)
+        monkeypatch.undo()
+    mine, other = tmp_path / "mine" / "best.pt", tmp_path / "other" / "best.pt"
+    assert checkpoint.load(mine)["step"] == checkpoint.load(other)["step"] == 30  # the step last.pt names
+    other.replace(mine)
+    capsys.readouterr()
+    metrics, _ = train(tiny_params(epochs=2), train_ids, val_ids, vocab, tmp_path / "mine")
+    assert f"{mine} is missing or from another run; training afresh" in capsys.readouterr().out
+    assert metrics["steps"] == 78 and checkpoint.load(mine)["model_config"]["lstm_size"] == 32
+
+
+def test_changed_params_or_code_start_afresh_and_say_why(tmp_path, monkeypatch, capsys):
+    train_ids, val_ids, vocab = tiny_corpus()
+    kill_after_checkpoints(monkeypatch, 2)
+    with pytest.raises(Killed):
+        train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
+    monkeypatch.undo()
     train(tiny_params(epochs=1, lstm_size=24), train_ids, val_ids, vocab, tmp_path)
     out = capsys.readouterr().out
-    assert "not resuming from" in out and "made with other lstm_size" in out
+    assert f"not resuming the unfinished run in {tmp_path / 'last.pt'} (step 20 of 39): changed since: params " \
+           "lstm_size; training afresh" in out
     assert checkpoint.load(tmp_path / "best.pt")["model_config"]["lstm_size"] == 24
+
+    kill_after_checkpoints(monkeypatch, 2)
+    with pytest.raises(Killed):
+        train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
+    monkeypatch.undo()
+    edited = tmp_path / "edited"  # the package as it is after a one-line edit of model.py
+    shutil.copytree(modules.PACKAGE_DIR, edited)
+    (edited / "model.py").write_text((edited / "model.py").read_text() + "# a comment\n")
+    monkeypatch.setattr(modules, "PACKAGE_DIR", edited)
+    capsys.readouterr()
+    metrics, history = train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
+    assert "changed since: code model.py; training afresh" in capsys.readouterr().out
+    assert history[0]["step"] == 10 and metrics["steps"] == 39
+
+
+def test_a_finished_run_is_never_resumed(tmp_path, capsys):
+    train_ids, val_ids, vocab = tiny_corpus()
+    p = tiny_params(epochs=1)
+    first, first_history = train(p, train_ids, val_ids, vocab, tmp_path)
+    run_id = checkpoint.load(tmp_path / "best.pt")["run_id"]
+    capsys.readouterr()
+    again, again_history = train(p, train_ids, val_ids, vocab, tmp_path)  # as `dvc repro -f` would
+    assert f"{tmp_path / 'last.pt'} holds a finished run: training afresh" in capsys.readouterr().out
+    assert len(again_history) == len(first_history) == 4  # every validation again, from step 0
+    assert checkpoint.load(tmp_path / "best.pt")["run_id"] != run_id
+
+
+def test_chars_per_sec_counts_the_time_before_an_interrupt(tmp_path, monkeypatch):
+    train_ids, val_ids, vocab = tiny_corpus()
+    p = tiny_params(epochs=1, eval_every=39)  # one validation, at the end
+    real_step = train_module.train_step
+
+    def slow_step_then_interrupt(*args):
+        time.sleep(0.2)
+        result = real_step(*args)
+        if len(slow) == 30:
+            signal.raise_signal(signal.SIGINT)
+        slow.append(1)
+        return result
+
+    slow = []
+    monkeypatch.setattr(train_module, "train_step", slow_step_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train(p, train_ids, val_ids, vocab, tmp_path)
+    monkeypatch.undo()
+    metrics, _ = train(p, train_ids, val_ids, vocab, tmp_path)  # the last 8 steps, fast
+    # 31 steps took at least 0.2 s each before the interrupt: all 39 steps' characters took at least 6.2 s
+    assert metrics["chars_per_sec"] <= 39 * 8 * 16 / 6.2
 
 
 def test_divergence_stops_with_a_clear_error_and_keeps_best(tmp_path, monkeypatch):
@@ -152,7 +229,7 @@ def test_divergence_stops_with_a_clear_error_and_keeps_best(tmp_path, monkeypatc
 
     monkeypatch.setattr(train_module, "CharRNN", Diverging)
     train_ids, val_ids, vocab = tiny_corpus()
-    with pytest.raises(CharRNNError, match="training diverged at step 20 .* lower learning_rate .* keeps step 10"):
+    with pytest.raises(CharRNNError, match="training diverged at step 20 .* lower learning_rate .*best.pt keeps step 10"):
         train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
     assert checkpoint.load(tmp_path / "best.pt")["step"] == 10
     assert checkpoint.load(tmp_path / "last.pt")["step"] == 10
@@ -186,7 +263,7 @@ def test_cuda_without_gpu_is_a_clear_error():
 
 @pytest.mark.parametrize("bf16_kernels", [True, False])
 def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_kernels(monkeypatch, bf16_kernels):
-    monkeypatch.setattr(train_module, "has_bf16_kernels", lambda device_type: bf16_kernels)
+    monkeypatch.setattr(device_module, "has_bf16_kernels", lambda device_type: bf16_kernels)
     assert resolve_precision("cpu", "auto") == ("bf16" if bf16_kernels else "fp32")
     assert resolve_precision("cpu", "fp32") == "fp32"
     if bf16_kernels:
@@ -211,10 +288,13 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
 
 
 @pytest.mark.parametrize("broken", ["best.pt", "last.pt"])
-def test_a_truncated_checkpoint_stops_the_resume_and_the_other_survives(tmp_path, broken):
+def test_a_truncated_checkpoint_stops_the_resume_and_the_other_survives(tmp_path, monkeypatch, broken):
     train_ids, val_ids, vocab = tiny_corpus()
     p = tiny_params(epochs=1)
-    train(p, train_ids, val_ids, vocab, tmp_path)
+    kill_after_checkpoints(monkeypatch, 2)
+    with pytest.raises(Killed):
+        train(p, train_ids, val_ids, vocab, tmp_path)
+    monkeypatch.undo()
     data = (tmp_path / broken).read_bytes()
     (tmp_path / broken).write_bytes(data[: len(data) // 2])
     other = tmp_path / ({"best.pt", "last.pt"} - {broken}).pop()
@@ -229,11 +309,9 @@ def test_a_truncated_checkpoint_stops_the_resume_and_the_other_survives(tmp_path
 
 
 def test_two_process_gloo_data_parallel_training(tmp_path, mirror):
-    from conftest import PIPELINE, run_stage, write_params
+    from conftest import PIPELINE, run_stage
 
-    write_params(tmp_path, **{**PIPELINE, "processes": 2, "keep_checkpoints": 0, "epochs": 2})
-    for stage in ("fetch", "prepare", "split"):
-        assert run_stage(stage, tmp_path, env={"CHARRNN_DATA_MIRROR": str(mirror)}).returncode == 0
+    prepare(tmp_path, mirror, **{**PIPELINE, "processes": 2, "keep_checkpoints": 0, "epochs": 2})
     result = run_stage("train", tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert "2 processes" in result.stdout and result.stdout.count("model: ") == 1  # rank 0 alone reports

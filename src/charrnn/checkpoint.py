@@ -5,14 +5,17 @@ Every checkpoint holds the model's config, weights and vocabulary, so it alone i
 """
 
 import pickle
+import shutil
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from charrnn import distributed
 from charrnn.atomic import atomic_path
 from charrnn.errors import CharRNNError
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, map_state
 from charrnn.vocab import Vocab
 
 FORMAT = "charrnn-checkpoint/1"
@@ -27,6 +30,78 @@ def model_payload(model, vocab, **extra):
         "vocab": {"chars": list(vocab.chars), "corpus": vocab.corpus, "sha256": vocab.sha256},
         **extra,
     }
+
+
+class Checkpointer:
+    """The checkpoints of one training run under `folder`: best.pt (the lowest val loss so far),
+    last.pt (everything an exact resume needs), and a kept copy in checkpoints/ every `keep_every`
+    steps (0: none)."""
+
+    def __init__(self, folder, model, optimizer, vocab, fingerprint, keep_every):
+        self.model, self.optimizer, self.vocab, self.fingerprint = model, optimizer, vocab, fingerprint
+        self.keep_every = keep_every
+        folder = Path(folder)
+        self.best, self.last, self.kept = folder / "best.pt", folder / "last.pt", folder / "checkpoints"
+
+    def keep_due(self, step):
+        return self.keep_every > 0 and step % self.keep_every == 0
+
+    def checkpoint(self, state, row, hidden):
+        """After the validation `row` of the run `state` (a RunState): best.pt if this step is the best
+        so far, a kept copy if one is due, and always last.pt. Every rank calls it; rank 0 writes."""
+        rank_states = distributed.gather(rank_state(hidden))  # every rank's, for an exact resume
+        if distributed.rank() != 0:
+            return
+        if state.best_step == row["step"]:
+            save(self.best, self._payload(row, run_id=state.run_id, fingerprint=self.fingerprint))
+        if self.keep_due(row["step"]):
+            lstm_size = self.model.config["lstm_size"]
+            save(self.kept / f"i{row['step']}_l{lstm_size}_v{row['val_loss']:.4f}.pt", self._payload(row))
+        self._save_last(row, state, rank_states)
+
+    def save_interrupted(self, state, hidden):
+        """last.pt at the step training was interrupted in (one process: DDP ranks are not interrupted)."""
+        self._save_last({"step": state.step}, state, [rank_state(hidden)])
+
+    def read(self, path):
+        """A checkpoint of this training, or None if there is none; an unreadable one stops training
+        rather than be overwritten by a fresh run."""
+        if not path.exists():
+            return None
+        try:
+            return load(path)
+        except CharRNNError as err:
+            raise CharRNNError(f"{err}: restore it (`dvc checkout {path}`), or delete it or set resume: false "
+                               "to train afresh") from None
+
+    def open_folder(self, fresh):
+        """Make the folder ready: a fresh run starts without the kept copies of an earlier one, and
+        checkpoints/ exists even when none are kept (DVC expects every out)."""
+        if fresh:
+            shutil.rmtree(self.kept, ignore_errors=True)
+        self.kept.mkdir(parents=True, exist_ok=True)
+
+    def _save_last(self, row, state, rank_states):
+        """best.pt and last.pt carry the run's id: a resume accepts only its own run's best.pt."""
+        save(self.last, self._payload(row, optimizer_state=self.optimizer.state_dict(), rank_states=rank_states,
+                                      fingerprint=self.fingerprint, run=asdict(state)))
+
+    def _payload(self, row, **extra):
+        return model_payload(self.model, self.vocab, **row, **extra)
+
+
+def rank_state(hidden):
+    """What one rank must keep to continue exactly: its carried RNN state and its RNG states."""
+    return dict(hidden=map_state(hidden, torch.Tensor.cpu), rng=torch.get_rng_state(),
+                cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None)
+
+
+def restore_rank_state(saved, device):
+    """Put back the RNG states saved by rank_state(); returns the carried RNN state on `device`."""
+    torch.set_rng_state(saved["rng"])
+    if saved["cuda_rng"] is not None and device.startswith("cuda"):
+        torch.cuda.set_rng_state(saved["cuda_rng"])
+    return map_state(saved["hidden"], lambda tensor: tensor.to(device))
 
 
 def save(path, payload):

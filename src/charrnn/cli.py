@@ -7,7 +7,7 @@ from charrnn import __version__, checkpoint, corpus, params
 from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.params import SCHEMA
 from charrnn.sample import format_samples, generate, usable_prime
-from charrnn.train import pick_device
+from charrnn.device import pick_device
 from charrnn.vocab import Vocab
 
 # charrnn.tracking imports MLflow (seconds); the commands that need it import it when they run.
@@ -19,7 +19,7 @@ def _fetch(args):
 
 def _sample(args):
     if args.model:
-        from charrnn.tracking import download_checkpoint
+        from charrnn.registry import download_checkpoint
 
         args.checkpoint = download_checkpoint(args.model)
     model, vocab = checkpoint.load_model(args.checkpoint)
@@ -43,11 +43,11 @@ def _sample(args):
 
 
 def _promote(args):
-    from charrnn import tracking
+    from charrnn import registry, tracking
 
     p = params.load(args.params)
     vocab = Vocab.load(args.vocab)
-    tracking.promote(tracking.connect(), tracking.model_name(vocab.corpus), tracking.split_id(p, vocab),
+    registry.promote(tracking.connect(), registry.model_name(vocab.corpus), tracking.comparability(p, vocab),
                      dry_run=args.dry_run, switch_split=args.switch_split)
 
 
@@ -102,12 +102,13 @@ def build_parser():
 
     promote = commands.add_parser(
         "promote", help="give the alias 'champion' to the registered version with the lowest val loss",
-        description="Among the versions of charrnn-<corpus> with the split of params.yaml, the one with the "
-        "lowest validation loss gets the alias 'champion'. Uses MLFLOW_TRACKING_URI, else mlruns/mlflow.db.",
+        description="Among the versions of charrnn-<corpus> with the split of params.yaml and this charrnn's "
+        "evaluation protocol, the one with the lowest validation loss gets the alias 'champion'. Uses "
+        "MLFLOW_TRACKING_URI, else mlruns/mlflow.db.",
     )
     promote.add_argument("--dry-run", action="store_true", help="print the decision, change nothing")
     promote.add_argument("--switch-split", action="store_true",
-                         help="move champion even if it holds a version of another split")
+                         help="move champion even if it holds a version of another split or evaluation protocol")
     promote.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
     promote.add_argument("--vocab", default="data/prepared/vocab.json", help="(default: %(default)s)")
     promote.set_defaults(run=_promote)

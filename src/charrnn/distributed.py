@@ -44,6 +44,12 @@ def init(device):
     return f"cuda:{os.environ['LOCAL_RANK']}" if device == "cuda" else device
 
 
+def close():
+    """Leave the process group at the end of training (PyTorch warns of a group left open at exit)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def rank():
     return dist.get_rank() if dist.is_initialized() else 0
 
@@ -65,6 +71,15 @@ def mean(tensor):
         dist.all_reduce(tensor)
         tensor /= world_size()
     return tensor
+
+
+def broadcast(value):
+    """Rank 0's float `value` on every rank."""
+    if not dist.is_initialized():
+        return value
+    shared = [value]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
 
 
 def gather(obj):

@@ -1,26 +1,73 @@
-"""Held-out metrics of a checkpoint: loss in nats/char, bits/char and perplexity for each split."""
+"""Held-out loss of a model, measured by one protocol whatever the model was trained with.
+
+The protocol: fp32 (no autocast, no TF32 on a GPU), the split cut into up to STREAMS contiguous
+streams of at least WINDOW characters each, read in windows of WINDOW with the state carried and
+dropout off, every character after a stream's first scored. It depends on the split alone, not on
+batch_size, num_steps, precision or device, so a val loss means the same in every experiment and on
+every machine (to float rounding). The training loop validates by it too: best.pt is chosen by the
+number that the registry compares, and PROTOCOL_ID is part of the registry's comparability key.
+"""
 
 import math
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
 from charrnn import checkpoint
+from charrnn.batches import windows
 from charrnn.errors import CharRNNError
-from charrnn.train import evaluate, precision_context
+
+STREAMS, WINDOW = 64, 256
+PROTOCOL_ID = f"fp32-s{STREAMS}-w{WINDOW}"
+
+
+def num_streams(length):
+    """Streams the protocol cuts a split of `length` characters into: up to STREAMS, each >= WINDOW long."""
+    return max(1, min(STREAMS, (length - 1) // WINDOW))
+
+
+@torch.no_grad()
+def evaluate(model, ids, device):
+    """Mean cross-entropy (nats/char) of `model` over the whole split `ids`, by the protocol."""
+    was_training = model.training
+    model.eval()
+    total, count, hidden = torch.zeros((), dtype=torch.float64, device=device), 0, None
+    with _exact_fp32(device):
+        for x, y in windows(ids, num_streams(len(ids)), WINDOW, device, partial=True):
+            logits, hidden = model(x, hidden)
+            total += F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten(), reduction="sum")
+            count += y.numel()
+    model.train(was_training)
+    return (total / count).item()
+
+
+@contextmanager
+def _exact_fp32(device):
+    """fp32 as written: no autocast of a caller's, and no TF32, which CUDA may otherwise use for fp32
+    matrix products and cuDNN RNNs."""
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.autocast(torch.device(device).type, enabled=False):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
 
 
 def loss_metrics(split, loss):
     return {f"{split}_loss": loss, f"{split}_bpc": loss / math.log(2), f"{split}_perplexity": math.exp(loss)}
 
 
-def evaluate_checkpoint(path, vocab, splits, batch_size, num_steps, device, precision):
-    """Metrics of the model in `path` over each non-empty split ({name: ids} encoded with `vocab`),
-    evaluated exactly as the training loop validates (same batching, carried state, autocast)."""
+def evaluate_checkpoint(path, vocab, splits, device):
+    """Metrics of the model in `path` over each non-empty split ({name: ids} encoded with `vocab`)."""
     model, trained_on = checkpoint.load_model(path)
     if (trained_on.chars, trained_on.sha256) != (vocab.chars, vocab.sha256):
         raise CharRNNError(f"{path} was trained on corpus '{trained_on.corpus}', but the data is '{vocab.corpus}' "
                            "(another text or vocabulary): retrain with `dvc repro train`")
     model.to(device)
-    autocast = precision_context(device, precision)
     metrics = {}
     for name, ids in splits.items():
         if len(ids) > 1:
-            metrics.update(loss_metrics(name, evaluate(model, ids, batch_size, num_steps, device, autocast)))
+            metrics.update(loss_metrics(name, evaluate(model, ids, device)))
     return metrics

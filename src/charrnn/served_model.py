@@ -1,8 +1,8 @@
 """The MLflow "model from code" file: MLflow copies it into each logged model and runs it on load,
-so no pickled Python object is stored in the model (see tracking.register)."""
+so no pickled Python object is stored in the model (see registry.register)."""
 
 from mlflow.models import set_model
 
-from charrnn.tracking import CharRNNModel
+from charrnn.pyfunc import CharRNNModel
 
 set_model(CharRNNModel())

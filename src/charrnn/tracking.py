@@ -1,4 +1,4 @@
-"""MLflow: one run per pipeline execution across the stages, the model as a pyfunc, the registry.
+"""MLflow runs: one run per pipeline execution across the stages (the registry is in registry.py).
 
 Each stage is its own process: `train` creates the run and the stage writes its id to a small
 file; later stages reopen the run by id, log, and close it again. The store is the repository's
@@ -8,7 +8,6 @@ MLFLOW_TRACKING_URI names another store or server.
 
 import fcntl
 import json
-import math
 import os
 import subprocess
 import tempfile
@@ -18,22 +17,15 @@ import urllib.request
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types import ColSpec, Schema
 
-import charrnn
-from charrnn import checkpoint, project_root
+from charrnn import project_root
 from charrnn.errors import CharRNNError
-from charrnn.sample import generate
+from charrnn.evaluate import PROTOCOL_ID
 
-CHAMPION = "champion"
 RUN_FILE = "models/mlflow_run.json"  # written by the train stage, read by the later ones
-MAX_LENGTH = 10_000  # the most characters one served request may ask for
 
 
 def local_store():
@@ -95,14 +87,15 @@ def experiment_name(p, corpus_name):
     return p["tracking.experiment"] or f"charrnn-{corpus_name}"
 
 
-def model_name(corpus_name):
-    """One registered model per corpus: validation losses on different texts are never compared."""
-    return f"charrnn-{corpus_name}"
-
-
 def split_id(p, vocab):
-    """What must match for two val losses to be comparable: the corpus bytes and the split fractions."""
+    """The corpus bytes and the split fractions."""
     return f"{vocab.sha256[:12]}:{p['train_frac']:g}/{p['val_frac']:g}/{p['test_frac']:g}"
+
+
+def comparability(p, vocab):
+    """What must match for two val losses to be compared: the split (corpus bytes and fractions) and
+    the evaluation protocol that measured them. Tags of each registered version."""
+    return {"split": split_id(p, vocab), "eval_protocol": PROTOCOL_ID}
 
 
 class PipelineRun:
@@ -181,7 +174,7 @@ class TrainingTracker:
         dvc_exp = os.environ.get("DVC_EXP_NAME", "")
         name = dvc_exp or f"{self.vocab.corpus}-{self.p['num_layers']}x{self.p['lstm_size']}-{self.p['cell']}"
         tags = {"git_commit": _git_commit(), "corpus": self.vocab.corpus, "corpus_sha256": self.vocab.sha256,
-                "device": self.p["device"], "dvc_exp_name": dvc_exp, "split": split_id(self.p, self.vocab)}
+                "device": self.p["device"], "dvc_exp_name": dvc_exp, **comparability(self.p, self.vocab)}
         run = client.create_run(experiment_id, run_name=name, tags=tags)
         self.run = PipelineRun(client, run.info.run_id)
         client.log_batch(self.run.id, params=[Param(key, str(value)[:6000]) for key, value in self.p.items()])
@@ -225,113 +218,3 @@ def _git_commit():
                               timeout=10).stdout.strip() or "unknown"
     except OSError:
         return "unknown"
-
-
-class CharRNNModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc flavour: a DataFrame with `prime` (and optional `length`, `temperature`, `top_k`,
-    `seed`) in, one generated text per row out."""
-
-    def load_context(self, context):
-        self.model, self.vocab = checkpoint.load_model(context.artifacts["checkpoint"])
-
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> list[str]:
-        """Bad input raises MlflowException(INVALID_PARAMETER_VALUE): a served model answers 400 with
-        the message, not 500."""
-        try:
-            return [self._generate(row) for row in _records(model_input)]
-        except CharRNNError as err:
-            raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
-
-    def _generate(self, row):
-        length = int(_given(row, "length", 200))
-        if length > MAX_LENGTH:
-            raise CharRNNError(f"length {length} is over the limit of {MAX_LENGTH} characters per request")
-        return generate(self.model, self.vocab, str(row["prime"]), length,
-                        temperature=float(_given(row, "temperature", 1.0)), top_k=int(_given(row, "top_k", 5)),
-                        seeds=[int(_given(row, "seed", 0))])[0]
-
-
-def _records(model_input):
-    if "prime" not in getattr(model_input, "columns", ()):
-        raise CharRNNError("the input needs a 'prime' column")
-    return model_input.to_dict("records")
-
-
-def _given(row, key, default):
-    value = row.get(key)
-    return default if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "prime"), ColSpec("long", "length", required=False),
-                   ColSpec("double", "temperature", required=False), ColSpec("long", "top_k", required=False),
-                   ColSpec("long", "seed", required=False)]),
-    outputs=Schema([ColSpec("string")]),
-)
-
-
-def register(run, best_path, corpus_name, val_loss, split):
-    """Log best.pt as a pyfunc model in the run and register it as a new version; return the version."""
-    name = model_name(corpus_name)
-    example = pd.DataFrame({"prime": ["Far"], "length": [100], "temperature": [0.8], "top_k": [5], "seed": [0]})
-    with mlflow.start_run(run_id=run.id):
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(Path(__file__).with_name("served_model.py")),
-            artifacts={"checkpoint": str(best_path)},
-            code_paths=[str(Path(charrnn.__file__).parent)], signature=SIGNATURE, input_example=example,
-            pip_requirements=["torch==2.13.0", "numpy", "pandas", "tqdm", "pyyaml"],
-            registered_model_name=name,
-        )
-    version = str(info.registered_model_version)
-    for key, value in {"val_loss": repr(float(val_loss)), "split": split, "run_id": run.id}.items():
-        run.client.set_model_version_tag(name, version, key, value)
-    return version
-
-
-def promote(client, name, split, dry_run=False, switch_split=False):
-    """Give `champion` to the lowest-val-loss version of `name` with this split; print the decision.
-
-    A champion of another split stays unless `switch_split`: losses on different splits are not
-    comparable, and a quick experiment on another split must not dethrone it. Idempotent.
-    Returns (champion version, its val loss).
-    """
-    versions = [v for v in client.search_model_versions(f"name='{name}'")
-                if v.tags.get("split") == split and "val_loss" in v.tags]
-    if not versions:
-        raise CharRNNError(f"no version of {name} with split {split} to promote")
-    best = min(versions, key=lambda v: (float(v.tags["val_loss"]), int(v.version)))
-    best_loss = float(best.tags["val_loss"])
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        current = None
-    newest = max(versions, key=lambda v: int(v.version))
-    print(f"{name}: newest version {newest.version} val {float(newest.tags['val_loss']):.4f}; "
-          f"best of split {split}: version {best.version} val {best_loss:.4f}")
-    if current is not None and current.tags.get("split") != split and not switch_split:
-        print(f"{CHAMPION} stays on version {current.version} (split {current.tags.get('split')}): val losses of "
-              f"different splits are not compared; `charrnn promote --switch-split` moves it to this split's best")
-        return str(current.version), float(current.tags.get("val_loss", "nan"))
-    if current is not None and str(current.version) == str(best.version):  # MLflow mixes int and str
-        print(f"{CHAMPION} stays on version {best.version}")
-    else:
-        was = (f"version {current.version} (val {float(current.tags.get('val_loss', 'nan')):.4f})"
-               if current is not None else "no version")
-        verb = "would move" if dry_run else "moves"
-        print(f"{CHAMPION} {verb} from {was} to version {best.version} (val {best_loss:.4f})")
-        if not dry_run:
-            client.set_registered_model_alias(name, CHAMPION, best.version)
-    return str(best.version), best_loss
-
-
-def download_checkpoint(model_uri):
-    """The best.pt inside a logged model, e.g. models:/charrnn-anna@champion, as a local path."""
-    connect()
-    try:
-        folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
-    except MlflowException as err:
-        raise CharRNNError(f"cannot load {model_uri} from {redacted(tracking_uri())}: {err.message[:200]}") from None
-    found = sorted(Path(folder).glob("artifacts/*.pt"))
-    if not found:
-        raise CharRNNError(f"{model_uri} holds no charrnn checkpoint")
-    return found[0]

@@ -1,23 +1,27 @@
 """The training loop: truncated BPTT over contiguous streams, periodic validation, best/last checkpoints.
 
-Read `train()` top to bottom: set-up, resume, the loop, and the evaluation/checkpoint step. The helpers
-below it are small and named for what they do.
+Read `train()` top to bottom, as nanoGPT's train.py: set-up, resume, the loop, and the step that
+validates and checkpoints. The run's plain-value state is a RunState, saved in last.pt; the files are
+written by a checkpoint.Checkpointer.
 """
 
 import math
-import shutil
 import sys
 import time
+import uuid
 from contextlib import nullcontext
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from charrnn import checkpoint, distributed
+from charrnn import distributed, modules
 from charrnn.batches import num_windows, windows
+from charrnn.checkpoint import Checkpointer, restore_rank_state
+from charrnn.device import pick_device, precision_context, resolve_precision
 from charrnn.errors import CharRNNError, deferred_interrupts
+from charrnn.evaluate import evaluate
 from charrnn.model import CharRNN, map_state
 from charrnn.split import require_one_batch
 
@@ -25,21 +29,43 @@ from charrnn.split import require_one_batch
 _NOT_TRAINING = {"resume"}
 
 
+@dataclass
+class RunState:
+    """What a training run is at, less its tensors; saved in last.pt, so that a resume continues exactly."""
+
+    run_id: str  # new for each training from scratch; best.pt carries it, so a resume knows its own best.pt
+    total_steps: int
+    step: int = 0
+    best_val_loss: float = math.inf
+    best_step: int = 0
+    history: list = field(default_factory=list)  # a {step, train_loss, val_loss, lr} row per validation
+    train_seconds: float = 0.0  # time in training steps (validation excluded) and the characters they
+    chars_trained: int = 0  # trained: chars_per_sec is their ratio
+    interval_loss: float = 0.0  # train loss summed over the steps since the last validation
+    interval_steps: int = 0
+    tracking_run_id: str | None = None  # the MLflow run, continued on resume
+
+    @property
+    def finished(self):
+        return self.step >= self.total_steps
+
+
 def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
     """Train per params `p`; write best.pt / last.pt (and kept checkpoints) under `out_dir`.
 
-    `tracker`, if given, is told `start(run_id saved in last.pt, or None)` once, which returns the
-    id to save for a later resume, and `log(row)` at every evaluation (see tracking.TrainingTracker).
+    `tracker`, if given, is told `start(run id saved in last.pt, or None)` once, which returns the id
+    to save for a later resume, and `log(row)` at every validation (see tracking.TrainingTracker).
     Returns (metrics dict, history rows {step, train_loss, val_loss, lr}).
     """
-    out_dir = Path(out_dir)
+    # Set-up: the device (one per process under DDP), this process's share of the data, model, optimizer.
     device = distributed.init(pick_device(p["device"]))
-    main_rank, ranks = distributed.rank() == 0, distributed.world_size()
-    torch.manual_seed(p["seed"])
-    model = CharRNN.from_params(len(vocab), p)
-    model.to(device)
-    stepped = model  # what the training steps run: the model, or its DDP wrapper that averages gradients
+    precision = resolve_precision(device, p["precision"])
+    ranks, main_rank = distributed.world_size(), distributed.rank() == 0
+    say = _print_now if main_rank else (lambda text: None)
     require_one_batch("train", len(train_ids), p["batch_size"], p["num_steps"], ranks)
+    torch.manual_seed(p["seed"])
+    model = CharRNN.from_params(len(vocab), p).to(device)
+    stepped = model  # what the training steps run: the model, or its DDP wrapper that averages gradients
     if ranks > 1:
         stepped = torch.nn.parallel.DistributedDataParallel(model)
         torch.manual_seed(p["seed"] + distributed.rank())  # same initial weights, different dropout masks
@@ -48,84 +74,91 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
     steps_per_epoch = num_windows(train_ids, p["batch_size"], p["num_steps"])
     total_steps = p["epochs"] * steps_per_epoch
     chars_per_step = p["batch_size"] * p["num_steps"] * ranks
-    fingerprint = {**training_params(p), "corpus_sha256": vocab.sha256, "train_chars": len(train_ids),
-                   "val_chars": len(val_ids)}
+    autocast = precision_context(device, precision)
+    fingerprint = run_fingerprint(p, vocab, train_ids, val_ids, device, precision)
+    saver = Checkpointer(out_dir, model, optimizer, vocab, fingerprint, p["keep_checkpoints"])
 
-    run = resume(out_dir, fingerprint, model, optimizer, device) if p["resume"] else None
-    tracking_run_id = run["tracking_run_id"] if run is not None else None
+    # Resume an unfinished run of the same params, data and code from last.pt, or start afresh.
+    state, hidden = resume(saver, device, say) if p["resume"] else (None, None)
+    tracking_run_id = state.tracking_run_id if state else None
     if tracker is not None:  # before any file changes: an unreachable tracking server stops training here
         tracking_run_id = tracker.start(tracking_run_id)
-    if run is None:
-        run = dict(step=0, best_val_loss=math.inf, best_step=0, history=[], hidden=None,
-                   train_seconds=0.0, chars_trained=0, interval_loss=0.0, interval_steps=0)
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    run["tracking_run_id"] = tracking_run_id
-    (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    say = print if main_rank else (lambda *args: None)
-    precision = resolve_precision(device, p["precision"])
+    saver.open_folder(fresh=state is None)
+    if state is None:
+        state = RunState(run_id=uuid.uuid4().hex, total_steps=total_steps)
+    state.tracking_run_id = tracking_run_id
     say(f"model: {p['num_layers']}x{p['lstm_size']} {p['cell']}, {model.num_params():,} parameters "
         f"for {len(train_ids) * ranks:,} training characters; {total_steps:,} steps on {device} "
         f"({precision}{f', {ranks} processes' if ranks > 1 else ''})")
 
-    device_type = torch.device(device).type
-    autocast = precision_context(device, precision)
-    bar = tqdm(total=total_steps, initial=run["step"], unit="step", disable=not (main_rank and sys.stderr.isatty()))
+    # The loop: one optimizer step per window; the carried state restarts with each epoch.
+    bar = tqdm(total=total_steps, initial=state.step, unit="step", disable=not (main_rank and sys.stderr.isatty()))
+    loss_sum = torch.tensor(state.interval_loss, device=device)  # summed on the device: no host sync per step
+    clock = StepClock(state.step, chars_per_step)
     model.train()
-    loss_sum = torch.tensor(run["interval_loss"], device=device)  # since the last validation, on the device
-    loss_count, interval_start = run["interval_steps"], time.perf_counter()
-    hidden = run["hidden"]
     with deferred_interrupts(enabled=ranks == 1) as interrupted:  # DDP ranks stop at once, together
-        for epoch in range(run["step"] // steps_per_epoch, p["epochs"]):
-            first_window = run["step"] - epoch * steps_per_epoch
+        for epoch in range(state.step // steps_per_epoch, p["epochs"]):
+            first_window = state.step - epoch * steps_per_epoch
             if first_window == 0:
                 hidden = None  # a new epoch starts every stream from the beginning of its text
             for x, y in windows(train_ids, p["batch_size"], p["num_steps"], device, start=first_window):
-                lr = learning_rate(run["step"], total_steps, p)
+                lr = learning_rate(state.step, total_steps, p)
                 loss, hidden = train_step(stepped, optimizer, x, y, hidden, lr, p["grad_clip"], autocast)
                 loss_sum += loss
-                loss_count += 1
-                run["step"] += 1
+                state.step += 1
+                state.interval_steps += 1
                 bar.update()
 
-                if run["step"] % p["eval_every"] == 0 or run["step"] == total_steps or _keep_now(run["step"], p):
-                    train_loss = distributed.mean(loss_sum / loss_count).item()
-                    seconds = time.perf_counter() - interval_start
-                    run["train_seconds"] += seconds
-                    run["chars_trained"] += loss_count * chars_per_step
-                    val_loss = evaluate(model, val_ids, p["batch_size"], p["num_steps"], device, autocast)
-                    _stop_if_diverged(train_loss, val_loss, run, out_dir)
-                    row = dict(step=run["step"], train_loss=train_loss, val_loss=val_loss, lr=lr)
-                    run["history"].append(row)
-                    run.update(interval_loss=0.0, interval_steps=0)
-                    rank_states = distributed.gather(_rank_state(hidden))  # every rank's, for an exact resume
-                    if main_rank:
-                        _checkpoint(run, row, rank_states, model, optimizer, vocab, fingerprint, out_dir, p)
-                    rate = loss_count * chars_per_step / seconds
+                # Every eval_every steps, at a kept checkpoint and at the end: validate and checkpoint.
+                if state.step % p["eval_every"] == 0 or state.finished or saver.keep_due(state.step):
+                    state.interval_loss = distributed.mean(loss_sum).item()
+                    rate = clock.lap(state)
+                    row = validate(state, model, val_ids, device, lr)
+                    saver.checkpoint(state, row, hidden)
                     if tracker is not None:
                         tracker.log({**row, "chars_per_sec": rate})
-                    bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}", chars_s=f"{rate:,.0f}")
-                    if main_rank:
-                        tqdm.write(f"step {run['step']:>6}/{total_steps} train {train_loss:.4f} val {val_loss:.4f} "
-                                   f"lr {lr:.2e} {rate:,.0f} chars/s")
-                        sys.stdout.flush()  # DVC pipes stdout: show progress now, not when the buffer fills
-                    loss_sum, loss_count, interval_start = torch.zeros((), device=device), 0, time.perf_counter()
+                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}", chars_s=f"{rate:,.0f}")
+                    say(f"step {state.step:>6}/{total_steps} train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
+                        f"lr {lr:.2e} {rate:,.0f} chars/s")
+                    loss_sum = torch.zeros((), device=device)
+                    clock.restart(state.step)  # the validation's time is not training time
 
                 if interrupted:  # Ctrl-C or SIGTERM during this step: save this very step, then stop
-                    run.update(interval_loss=loss_sum.item(), interval_steps=loss_count)
-                    _save_last(run, [_rank_state(hidden)], model, optimizer, vocab, fingerprint, out_dir,
-                               step=run["step"])
-                    say(f"stopped at step {run['step']}: {out_dir / 'last.pt'} saved, `dvc repro` resumes from it")
+                    state.interval_loss = loss_sum.item()
+                    clock.lap(state)
+                    saver.save_interrupted(state, hidden)
+                    say(f"stopped at step {state.step}: {saver.last} saved, `dvc repro` resumes from it")
                     raise KeyboardInterrupt
     bar.close()
+    distributed.close()
 
-    last = run["history"][-1]
+    last = state.history[-1]
     metrics = dict(
-        train_loss=last["train_loss"], val_loss=last["val_loss"], best_val_loss=run["best_val_loss"],
-        best_step=run["best_step"], steps=run["step"],
-        chars_per_sec=round(run["chars_trained"] / max(run["train_seconds"], 1e-9), 1),
-        num_params=model.num_params(), device=device_type, precision=precision,
+        train_loss=last["train_loss"], val_loss=last["val_loss"], best_val_loss=state.best_val_loss,
+        best_step=state.best_step, steps=state.step,
+        chars_per_sec=round(state.chars_trained / max(state.train_seconds, 1e-9), 1),
+        num_params=model.num_params(), device=torch.device(device).type, precision=precision,
     )
-    return metrics, run["history"]
+    return metrics, state.history
+
+
+def validate(state, model, val_ids, device, lr):
+    """The history row of this step: the mean train loss since the last validation and the val loss
+    over the whole val split (by the evaluation protocol); notes a new best. Stops if either diverged."""
+    train_loss = state.interval_loss / state.interval_steps
+    # rank 0 validates; the others take its figure, so that they all stop together if it diverged
+    val_loss = distributed.broadcast(evaluate(model, val_ids, device) if distributed.rank() == 0 else 0.0)
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        kept = f"best.pt keeps step {state.best_step}" if state.best_step else "no checkpoint was written"
+        raise CharRNNError(
+            f"training diverged at step {state.step} (loss {train_loss}): lower learning_rate or grad_clip; {kept}"
+        )
+    row = dict(step=state.step, train_loss=train_loss, val_loss=val_loss, lr=lr)
+    state.history.append(row)
+    state.interval_loss, state.interval_steps = 0.0, 0
+    if val_loss < state.best_val_loss:
+        state.best_val_loss, state.best_step = val_loss, state.step
+    return row
 
 
 def train_step(model, optimizer, x, y, hidden, lr, grad_clip, autocast=nullcontext()):
@@ -145,21 +178,6 @@ def train_step(model, optimizer, x, y, hidden, lr, grad_clip, autocast=nullconte
     return loss.detach(), map_state(hidden, torch.Tensor.detach)
 
 
-@torch.no_grad()
-def evaluate(model, ids, batch_size, num_steps, device, autocast=nullcontext()):
-    """Mean cross-entropy (nats/char) over a whole split, state carried across windows, dropout off."""
-    was_training = model.training
-    model.eval()
-    total, count, hidden = torch.zeros((), dtype=torch.float64, device=device), 0, None
-    for x, y in windows(ids, batch_size, num_steps, device, partial=True):
-        with autocast:
-            logits, hidden = model(x, hidden)
-        total += F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten(), reduction="sum")
-        count += y.numel()
-    model.train(was_training)
-    return (total / count).item()
-
-
 def learning_rate(step, total_steps, p):
     """Linear warmup over warmup_steps, then constant or cosine decay to min_lr at the last step."""
     if step < p["warmup_steps"]:
@@ -170,40 +188,24 @@ def learning_rate(step, total_steps, p):
     return p["min_lr"] + 0.5 * (p["learning_rate"] - p["min_lr"]) * (1 + math.cos(math.pi * progress))
 
 
-def precision_context(device, precision):
-    """bf16 autocast on the device's type (the loss and optimizer stay fp32), or nothing for fp32."""
-    if resolve_precision(device, precision) != "bf16":
-        return nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+class StepClock:
+    """Times the training steps alone: started at a step, `lap` adds the time and characters since
+    then to the run's totals and returns their chars/s; `restart` after a validation."""
 
+    def __init__(self, step, chars_per_step):
+        self.chars_per_step = chars_per_step
+        self.restart(step)
 
-def resolve_precision(device, precision):
-    """'auto' is bf16 where the device has bf16 kernels, else fp32; bf16 where it has none is an error."""
-    device_type = torch.device(device).type
-    if precision == "auto":
-        return "bf16" if has_bf16_kernels(device_type) else "fp32"
-    if precision == "bf16" and not has_bf16_kernels(device_type):
-        which = "GPU" if device_type == "cuda" else "CPU"
-        capability = "" if device_type == "cuda" else f" (CPU capability {torch.backends.cpu.get_cpu_capability()})"
-        raise CharRNNError(f"precision is bf16, but this {which} has no bf16 kernels{capability}: "
-                           "use precision: auto or fp32")
-    return precision
+    def restart(self, step):
+        self.step, self.started = step, time.perf_counter()
 
-
-def has_bf16_kernels(device_type):
-    if device_type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # oneDNN's bf16 RNN kernels need AVX512 (AVX512-BF16 or AMX to be fast); on AVX2 CPUs they fail
-    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def pick_device(name):
-    cuda = torch.cuda.is_available()
-    if name == "auto":
-        return "cuda" if cuda else "cpu"
-    if name == "cuda" and not cuda:
-        raise CharRNNError("device is 'cuda' but no CUDA GPU is available here (use device: auto or cpu)")
-    return name
+    def lap(self, state):
+        seconds = time.perf_counter() - self.started
+        chars = (state.step - self.step) * self.chars_per_step
+        state.train_seconds += seconds
+        state.chars_trained += chars
+        self.restart(state.step)
+        return chars / max(seconds, 1e-9)
 
 
 def training_params(p):
@@ -211,88 +213,60 @@ def training_params(p):
     return {key: value for key, value in p.items() if "." not in key and key not in _NOT_TRAINING}
 
 
-def resume(out_dir, fingerprint, model, optimizer, device):
-    """Restore the run saved in last.pt if it was made by the same params and data; else None."""
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    if not last_path.exists():
-        return None
-    saved = _load_own(last_path)
-    changed = sorted(k for k in fingerprint.keys() | saved["fingerprint"].keys()
-                     if fingerprint.get(k) != saved["fingerprint"].get(k))
+def run_fingerprint(p, vocab, train_ids, val_ids, device, precision):
+    """What a resumed run must share with the run in last.pt: the training params, the data, the code
+    of every package module that training runs (train.py and what it imports), the device type and
+    the precision. Keys are `kind:name`, so a mismatch can be told by kind."""
+    return {
+        **{f"params:{key}": value for key, value in training_params(p).items()},
+        "data:corpus_sha256": vocab.sha256, "data:train_chars": len(train_ids), "data:val_chars": len(val_ids),
+        **{f"code:{name}": digest for name, digest in modules.checksums(modules.closure("train")).items()},
+        "device:type": torch.device(device).type, "device:precision": precision,
+    }
+
+
+def fingerprint_changes(saved, current):
+    """What differs between two fingerprints, in words: e.g. 'params lstm_size; code model.py'."""
+    changed = {}
+    for key in sorted(saved.keys() | current.keys()):
+        if saved.get(key) != current.get(key):
+            kind, _, name = key.partition(":")
+            changed.setdefault(kind, []).append(name)
+    return "; ".join(f"{kind} {', '.join(names)}" for kind, names in changed.items())
+
+
+def resume(saver, device, say):
+    """(RunState, carried RNN state) of the unfinished run in last.pt, restored into the model and
+    optimizer, if it was made by the same params, data and code; else (None, None) and one line why."""
+    last = saver.read(saver.last)
+    if last is None:
+        return None, None
+    saved_run = last.get("run", {})
+    if set(saved_run) != {f.name for f in fields(RunState)}:
+        say(f"not resuming from {saver.last}: written by another version of charrnn; training afresh")
+        return None, None
+    state = RunState(**saved_run)
+    if state.finished:
+        say(f"{saver.last} holds a finished run: training afresh")
+        return None, None
+    changed = fingerprint_changes(last["fingerprint"], saver.fingerprint)
     if changed:
-        print(f"not resuming from {last_path}: made with other {', '.join(changed)}")
-        return None
-    if not _best_belongs_to(best_path, saved["run"]["best_step"], fingerprint):
-        print(f"not resuming from {last_path}: {best_path} is missing or from another run")
-        return None
-    model.load_state_dict(saved["model_state"])
-    optimizer.load_state_dict(saved["optimizer_state"])
-    state = saved["rank_states"][distributed.rank()]
-    torch.set_rng_state(state["rng"])
-    if state["cuda_rng"] is not None and device.startswith("cuda"):
-        torch.cuda.set_rng_state(state["cuda_rng"])
-    run = dict(interval_loss=0.0, interval_steps=0)  # older last.pt files lack these two
-    run.update(saved["run"], hidden=map_state(state["hidden"], lambda t: t.to(device)))
-    print(f"resuming from {last_path} at step {run['step']}")
-    return run
+        say(f"not resuming the unfinished run in {saver.last} (step {state.step} of {state.total_steps}): "
+            f"changed since: {changed}; training afresh")
+        return None, None
+    best = saver.read(saver.best)
+    if state.best_step and not (best and best.get("run_id") == state.run_id and best["step"] >= state.best_step):
+        # best.pt may be one validation ahead (a kill between the two writes): the resumed run rewrites it
+        say(f"not resuming from {saver.last}: {saver.best} is missing or from another run; training afresh")
+        return None, None
+    saver.model.load_state_dict(last["model_state"])
+    saver.optimizer.load_state_dict(last["optimizer_state"])
+    hidden = restore_rank_state(last["rank_states"][distributed.rank()], device)
+    say(f"resuming from {saver.last} at step {state.step}")
+    return state, hidden
 
 
-def _best_belongs_to(best_path, best_step, fingerprint):
-    """Whether best.pt is the run's: the step last.pt names, or a later one of a run with the same
-    params and data (a kill between writing best.pt and last.pt leaves best.pt one validation ahead;
-    the resumed run rewrites it identically)."""
-    if not best_path.exists():
-        return False
-    best = _load_own(best_path)
-    return best.get("step") == best_step or (best.get("fingerprint") == fingerprint and best["step"] > best_step)
-
-
-def _load_own(path):
-    """A checkpoint of this training; an unreadable one stops it rather than be overwritten by a fresh run."""
-    try:
-        return checkpoint.load(path)
-    except CharRNNError as err:
-        raise CharRNNError(f"{err}: restore it (`dvc checkout {path}`), or delete it or set resume: false "
-                           "to train afresh") from None
-
-
-def _keep_now(step, p):
-    return p["keep_checkpoints"] > 0 and step % p["keep_checkpoints"] == 0
-
-
-def _stop_if_diverged(train_loss, val_loss, run, out_dir):
-    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-        kept = f"{out_dir / 'best.pt'} keeps step {run['best_step']}" if run["best_step"] else "no checkpoint was written"
-        raise CharRNNError(
-            f"training diverged at step {run['step']} (loss {train_loss}): lower learning_rate or grad_clip; {kept}"
-        )
-
-
-def _rank_state(hidden):
-    """What one rank must keep to continue exactly: its carried RNN state and its RNG states."""
-    return dict(hidden=map_state(hidden, torch.Tensor.cpu), rng=torch.get_rng_state(),
-                cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None)
-
-
-def _checkpoint(run, row, rank_states, model, optimizer, vocab, fingerprint, out_dir, p):
-    """After an evaluation: best.pt if val improved, a kept copy if due, and always last.pt."""
-    weights = dict(step=row["step"], val_loss=row["val_loss"], train_loss=row["train_loss"])
-    if row["val_loss"] < run["best_val_loss"]:
-        run["best_val_loss"], run["best_step"] = row["val_loss"], row["step"]
-        checkpoint.save(out_dir / "best.pt", checkpoint.model_payload(model, vocab, **weights, fingerprint=fingerprint))
-    if _keep_now(row["step"], p):
-        name = f"i{row['step']}_l{p['lstm_size']}_v{row['val_loss']:.4f}.pt"
-        checkpoint.save(out_dir / "checkpoints" / name, checkpoint.model_payload(model, vocab, **weights))
-    _save_last(run, rank_states, model, optimizer, vocab, fingerprint, out_dir, **weights)
-
-
-def _save_last(run, rank_states, model, optimizer, vocab, fingerprint, out_dir, **weights):
-    """last.pt: the model and everything an exact resume needs."""
-    saved_run = {key: value for key, value in run.items() if key != "hidden"}
-    checkpoint.save(out_dir / "last.pt", checkpoint.model_payload(
-        model, vocab, **weights,
-        optimizer_state=optimizer.state_dict(),
-        rank_states=rank_states,
-        fingerprint=fingerprint,
-        run=saved_run,
-    ))
+def _print_now(text):
+    """A line of output that leaves a progress bar intact, flushed: DVC pipes stdout."""
+    tqdm.write(text)
+    sys.stdout.flush()

@@ -1,5 +1,6 @@
 """Loaded by a stage's Python when tests put this folder on PYTHONPATH: records, through Python's audit
-hooks, every file the stage opens and every file it renames into place (os.replace), for test_dvc_yaml.py."""
+hooks, every file the stage opens and every file it renames into place (os.replace), and at exit the
+charrnn modules it loaded, for test_dvc_yaml.py."""
 
 import atexit
 import json
@@ -24,7 +25,10 @@ def _save():
         return  # dvc itself, or another tool
     stage = os.path.splitext(os.path.basename(sys.argv[0]))[0]
     with open(os.path.join(_log, f"{stage}.json"), "w") as f:
-        json.dump({"reads": sorted(_reads), "writes": sorted(_writes), "renamed": sorted(_renamed)}, f)
+        modules = sorted(os.path.abspath(module.__file__) for name, module in list(sys.modules.items())
+                         if name.split(".")[0] == "charrnn" and getattr(module, "__file__", None))
+        json.dump({"reads": sorted(_reads), "writes": sorted(_writes), "renamed": sorted(_renamed),
+                   "modules": modules}, f)
 
 
 sys.addaudithook(_hook)
