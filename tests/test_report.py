@@ -73,7 +73,7 @@ def test_a_base_without_metrics_is_reported_as_such(two_runs):
     assert "No metrics at base `HEAD~1`" in report
     _, _, base, workspace, change = _row(report, "metrics/eval.json", "val_loss")
     assert base == "—" and workspace.startswith(f"{new['metrics/eval.json']['val_loss']:.4f}") and change == ""
-    assert "No loss curves for the base HEAD~1." in report
+    assert "No loss curves at base `HEAD~1`." in report
     assert (project.root / "first" / "loss.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -140,16 +140,19 @@ def _table(header, rows):
 
 def _curves_section(root, commit, base, image):
     shown = _git_show(root, commit, LOSS_CURVES)
-    curves = {f"base {base}": _read_curves(shown) if shown is not None else None}
+    old = _read_curves(shown) if shown is not None else None
     current = root / LOSS_CURVES
-    curves["workspace"] = _read_curves(current.read_text(encoding="utf-8")) if current.is_file() else None
-    missing = [name for name, rows in curves.items() if not rows]
-    if len(missing) == 2:
+    new = _read_curves(current.read_text(encoding="utf-8")) if current.is_file() else None
+    if not old and not new:
         image.unlink(missing_ok=True)
         return f"## Loss curves\n\nNo `{LOSS_CURVES}` at the base or in the workspace."
-    _plot(curves, image)
-    note = "".join(f"\n\nNo loss curves for the {name}." for name in missing)
-    return f"## Loss curves\n\n![train and val loss of the base and the workspace]({image.name}){note}"
+    _plot({base: old, "workspace": new}, image)
+    notes = []
+    if not old:
+        notes.append(f"No loss curves at base `{base}`.")
+    if not new:
+        notes.append("No loss curves in the workspace.")
+    return "\n\n".join(["## Loss curves", f"![train and val loss of the base and the workspace]({image.name})", *notes])
 
 
 def _git_show(root, commit, path):
