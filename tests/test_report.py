@@ -1,4 +1,5 @@
-"""`charrnn report` on a temp git repository with two commits of a tiny pipeline."""
+"""`charrnn report` on a temp git repository with two commits of a tiny pipeline, and actionlint on the
+GitHub workflows."""
 
 import json
 import subprocess
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PIPELINE, assert_clean_error, make_project, write_params
+from conftest import PIPELINE, ROOT, assert_clean_error, make_project, write_params
 
 BIN = Path(sys.executable).parent
 
@@ -85,3 +86,10 @@ def test_bad_revisions_and_no_repository_are_clear_errors(two_runs, tmp_path):
     outside = subprocess.run([str(BIN / "charrnn"), "report"], cwd=tmp_path, capture_output=True, text=True,
                              env={**project.env, "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)})
     assert_clean_error(outside, "not in a git repository")
+
+
+@pytest.mark.parametrize("workflow", ["ci.yml", "report.yml"])
+def test_workflows_pass_actionlint(workflow):
+    path = ROOT / ".github" / "workflows" / workflow
+    result = subprocess.run([str(BIN / "actionlint"), str(path)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
