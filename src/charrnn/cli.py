@@ -62,6 +62,12 @@ def _repro_check(args):
     print("repro-check: identical metrics and samples; a second dvc repro is a no-op")
 
 
+def _report(args):
+    from charrnn.report import write_report
+
+    print(f"report written to {write_report(args.base, args.output, args.repro_check)}")
+
+
 def int_or_null(text):
     """--top-k's type: an integer, or null (as in params.yaml) for off."""
     return None if text.lower() in ("null", "none", "off") else int(text)
@@ -121,6 +127,17 @@ def build_parser():
     )
     check.add_argument("--keep", action="store_true", help="keep the scratch copies for inspection")
     check.set_defaults(run=_repro_check)
+
+    report = commands.add_parser(
+        "report", help="write a Markdown report of the workspace against a git revision",
+        description="Compare the workspace with a git revision: the params that differ, the train, eval and "
+        "split metrics (old, new, change), the train/val loss curves of both in one PNG, and the start of "
+        "samples/best.txt. Run it from the repository root after `dvc repro`.",
+    )
+    report.add_argument("--base", default="main", help="the git revision to compare with (default: %(default)s)")
+    report.add_argument("--output", default="report", help="folder for report.md and its image (default: %(default)s)")
+    report.add_argument("--repro-check", action="store_true", help="also run `charrnn repro-check` and add its verdict")
+    report.set_defaults(run=_report)
     return parser
 
 
