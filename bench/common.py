@@ -34,6 +34,7 @@ def machine():
             f"{torch.backends.cpu.get_cpu_capability()}, CPU bf16 kernels: {'yes' if has_bf16_kernels('cpu') else 'no'}")
     if torch.cuda.is_available():
         line += f"; GPU: {torch.cuda.get_device_name()}, {gpu_limits()}"
+        torch.cuda.empty_cache()  # give back the measurement's buffers
     return line
 
 
@@ -65,8 +66,6 @@ def gpu_limits():
     source = torch.randn(2**28, device="cuda")
     target = torch.empty_like(source)
     bandwidth = 2 * source.nbytes / median_seconds(lambda: target.copy_(source)) / 1e9
-    del a, b, source, target
-    torch.cuda.empty_cache()
     return (f"matmul {rates[torch.bfloat16]:.0f} TFLOP/s bf16, {rates[torch.float32]:.0f} fp32, "
             f"copy {bandwidth:,.0f} GB/s")
 

@@ -43,7 +43,8 @@ def test_the_bf16_rnn_path_runs_in_bf16_and_trains_the_fp32_weights(cell):
     model = CharRNN(10, cell, 16, 2, 0.0).eval()
     inputs = model._inputs(torch.randint(0, 10, (3, 5)))
     outputs, state = model._rnn_bf16(inputs, None)
-    assert outputs.dtype == torch.bfloat16 and all(s.dtype == torch.bfloat16 for s in (state if cell == "lstm" else [state]))
+    states = state if cell == "lstm" else [state]
+    assert outputs.dtype == torch.bfloat16 and all(s.dtype == torch.bfloat16 for s in states)
     reference, _ = model.rnn(inputs)
     assert torch.allclose(outputs.float(), reference, atol=3e-2)
     outputs.float().sum().backward()
