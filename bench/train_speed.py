@@ -39,12 +39,11 @@ def charrnn_steps(vocab, ids, config, device, precision, steps):
     batches = windows(ids, config["batch_size"], config["num_steps"], device)
     for _, (x, y) in zip(range(steps), batches):
         loss, hidden = train_step(model, optimizer, x, y, hidden, config["learning_rate"], config["grad_clip"], autocast)
-        device_sync(device)
-        yield model, autocast
+        yield model, autocast  # no sync per step: the training loop queues steps ahead of a GPU too
 
 
-def chars_per_sec(steps, config):
-    return config["batch_size"] * config["num_steps"] / timed(steps)
+def chars_per_sec(steps, config, device="cpu"):
+    return config["batch_size"] * config["num_steps"] / timed(steps, sync=lambda: device_sync(device))
 
 
 def peer_chars_per_sec(vocab, ids, steps):
@@ -84,22 +83,22 @@ def main():
         row("peer notebook (fp32, numpy one-hot per step)", peer_rate)
     for precision in precisions:
         row(f"charrnn {precision}", chars_per_sec(charrnn_steps(vocab, ids, REFERENCE, device, precision, steps),
-                                                  REFERENCE), peer_rate)
+                                                  REFERENCE, device), peer_rate)
     if "bf16" not in precisions:
         print(f"  charrnn bf16: not run, this {device.upper()} has no bf16 kernels")
     if device == "cuda":
         big = dict(REFERENCE, lstm_size=1024)
         for precision in precisions:
             row(f"charrnn {precision}, lstm_size 1024",
-                chars_per_sec(charrnn_steps(vocab, ids, big, device, precision, steps), big))
+                chars_per_sec(charrnn_steps(vocab, ids, big, device, precision, steps), big, device))
 
     defaults = params.load(PARAMS_FILE)
     config = {key: defaults[key] for key in REFERENCE}
     precision = resolve_precision(device, defaults["precision"])
     print(f"default params.yaml: {config['num_layers']}x{config['lstm_size']} {config['cell']}, "
           f"batch {config['batch_size']} x {config['num_steps']}, dropout {config['dropout']}, {precision}")
-    row(f"charrnn {precision}", chars_per_sec(charrnn_steps(vocab, ids, config, device, precision, steps), config),
-        peer_rate)
+    row(f"charrnn {precision}", chars_per_sec(charrnn_steps(vocab, ids, config, device, precision, steps), config,
+                                            device), peer_rate)
 
     if "bf16" in precisions and args.val_steps:
         cut = math.floor(len(ids) * 0.9)

@@ -35,6 +35,23 @@ def test_one_step_equals_a_one_character_forward(cell, embedding_size):
     torch.testing.assert_close(step_state, expected_state)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_bf16_rnn_path_runs_in_bf16_and_trains_the_fp32_weights(cell):
+    # forward() takes this path under a bf16 autocast on CUDA (autocast would run cuDNN in fp16);
+    # on the CPU it is called directly
+    torch.manual_seed(0)
+    model = CharRNN(10, cell, 16, 2, 0.0).eval()
+    inputs = model._inputs(torch.randint(0, 10, (3, 5)))
+    outputs, state = model._rnn_bf16(inputs, None)
+    states = state if cell == "lstm" else [state]
+    assert outputs.dtype == torch.bfloat16 and all(s.dtype == torch.bfloat16 for s in states)
+    reference, _ = model.rnn(inputs)
+    assert torch.allclose(outputs.float(), reference, atol=3e-2)
+    outputs.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.rnn.parameters())
+    model._rnn_bf16(inputs, state)  # the carried state goes back in
+
+
 def test_cells_in_schema_and_model_agree():
     assert tuple(CELLS) == params.CELL_TYPES
 

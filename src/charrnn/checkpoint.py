@@ -104,6 +104,16 @@ def restore_rank_state(saved, device):
     return map_state(saved["hidden"], lambda tensor: tensor.to(device))
 
 
+def restart_cudnn_dropout(device):
+    """Make the rest of a run draw the same dropout masks as a run resumed from the checkpoint just
+    saved. cuDNN keeps the random state of the dropout between RNN layers to itself, outside
+    torch.cuda.get_rng_state(), and PyTorch starts it afresh from the CUDA generator once the
+    generator's state is set, as restore_rank_state() does on resume: setting it to itself here
+    restarts it the same way. Nothing to do on the CPU."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(torch.cuda.get_rng_state())
+
+
 def save(path, payload):
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

@@ -1,5 +1,7 @@
 """CharRNN: characters in, next-character logits out, with the recurrent state passed explicitly."""
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,8 +43,22 @@ class CharRNN(nn.Module):
 
     def forward(self, ids, state=None):
         """ids (batch, steps) → logits (batch, steps, vocab), new state."""
-        outputs, state = self.rnn(self._inputs(ids), state)
+        inputs = self._inputs(ids)
+        if inputs.is_cuda and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16:
+            outputs, state = self._rnn_bf16(inputs, state)
+        else:
+            outputs, state = self.rnn(inputs, state)
         return self.head(self.dropout(outputs)), state
+
+    def _rnn_bf16(self, inputs, state):
+        """The RNN in bf16, under a bf16 autocast on CUDA. Autocast runs cuDNN's RNN in fp16 whatever
+        dtype it was given (its rule for the cuDNN RNN casts to half), and fp16 without loss scaling can
+        lose small gradients; so this casts weights, inputs and state to bf16 itself, autocast off."""
+        bf16 = lambda tensor: tensor.to(torch.bfloat16)  # noqa: E731
+        weights = {name: bf16(weight) for name, weight in self.rnn.named_parameters()}
+        with torch.autocast("cuda", enabled=False), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk")  # the bf16 copies
+            return torch.func.functional_call(self.rnn, weights, (bf16(inputs), map_state(state, bf16)))
 
     def stepper(self):
         """A function (ids (batch,), state) → (logits (batch, vocab), state) that advances every stream

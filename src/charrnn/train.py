@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from charrnn import distributed, modules
 from charrnn.batches import num_windows, windows
-from charrnn.checkpoint import Checkpointer, restore_rank_state
+from charrnn.checkpoint import Checkpointer, restart_cudnn_dropout, restore_rank_state
 from charrnn.device import pick_device, precision_context, resolve_precision
 from charrnn.errors import CharRNNError, deferred_interrupts
 from charrnn.evaluate import evaluate
@@ -115,6 +115,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=None):
                     rate = clock.lap(state)
                     row = validate(state, model, val_ids, device, lr)
                     saver.checkpoint(state, row, hidden)
+                    restart_cudnn_dropout(device)  # as a resume from this checkpoint would: exact resume
                     if tracker is not None:
                         tracker.log({**row, "chars_per_sec": rate})
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}", chars_s=f"{rate:,.0f}")
