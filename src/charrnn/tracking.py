@@ -122,6 +122,14 @@ def split_datasets(p, vocab):
             for split in CONTEXTS if p[f"{split}_frac"] > 0}
 
 
+def run_record(key):
+    """A value the train stage wrote to RUN_FILE: `run_id`, or `best_model_id` (best.pt's logged model)."""
+    try:
+        return json.loads(Path(RUN_FILE).read_text())[key]
+    except (OSError, ValueError, KeyError):
+        raise CharRNNError(f"{RUN_FILE} is missing or unreadable (run the train stage first)") from None
+
+
 class PipelineRun:
     """One stage's hold on the pipeline's MLflow run: a context manager that closes it FINISHED, or
     FAILED on an error, or KILLED on an interrupt, so no run is left 'running'."""
@@ -134,10 +142,7 @@ class PipelineRun:
     def reopen(cls, run_id=None):
         """The run whose id is given, or else the one named in RUN_FILE."""
         if run_id is None:
-            try:
-                run_id = json.loads(Path(RUN_FILE).read_text())["run_id"]
-            except (OSError, ValueError, KeyError):
-                raise CharRNNError(f"{RUN_FILE} is missing or unreadable (run the train stage first)") from None
+            run_id = run_record("run_id")
         client = connect()
         try:
             client.update_run(run_id, status="RUNNING")
@@ -152,10 +157,11 @@ class PipelineRun:
         status = "FINISHED" if kind is None else "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
         self.client.set_terminated(self.id, status)
 
-    def log_metrics(self, metrics, step=0):
-        """Log metrics at `step`, each linked to the dataset of its split (`val_loss`: validation)."""
+    def log_metrics(self, metrics, step=0, model_id=None):
+        """Log metrics at `step`, each linked to the dataset of its split (`val_loss`: validation) and,
+        if given, to the logged model `model_id`."""
         now = int(time.time() * 1000)
-        self.client.log_batch(self.id, metrics=[Metric(key, float(value), now, step, None, *self.dataset_of(key))
+        self.client.log_batch(self.id, metrics=[Metric(key, float(value), now, step, model_id, *self.dataset_of(key))
                                                 for key, value in metrics.items()])
 
     def dataset_of(self, metric):
