@@ -1,10 +1,12 @@
 """What the MLflow UI and registry show of a pipeline run, for real (the project's sqlite store): the
-training view, the datasets, system metrics, every kept checkpoint as a logged model, and the
-registry's history of each version and of the champion."""
+training view, the datasets, system metrics, every kept checkpoint as a logged model, the registry's
+history of each version and of the champion, the samples table, and `charrnn compare`."""
 
 import json
 import math
+import subprocess
 from datetime import datetime
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -12,8 +14,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
+from charrnn import checkpoint
 from charrnn.registry import CHAMPION
-from conftest import PIPELINE, make_project, tiny_corpus, tiny_params, write_params
+from conftest import PIPELINE, assert_clean_error, make_project, tiny_corpus, tiny_params, write_params
 
 CHECKPOINTED = dict(PIPELINE, lstm_size=8, keep_checkpoints=40)  # 143 steps: kept 40, 80, 120, and best.pt
 
@@ -120,6 +123,64 @@ def test_each_version_carries_its_history_and_the_champion_its_predecessor(track
     assert str(champion.version) == "2" and champion.tags["champion_replaced"] == "1"
     assert datetime.fromisoformat(champion.tags["champion_since"]) >= datetime.fromisoformat(
         versions["1"].tags["champion_since"])
+
+
+def test_the_samples_are_a_table(tracked):
+    run = tracked.runs["8"]
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="samples.json",
+                                               tracking_uri=f"sqlite:///{tracked.root}/mlruns/mlflow.db")
+    table = json.loads(Path(path).read_text())
+    assert table["columns"] == ["checkpoint", "step", "prime", "seed", "temperature", "text"]
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert [row["step"] for row in rows][:3] == [40, 80, 120] and rows[-1]["checkpoint"] == "best"
+    assert all(row["prime"] == "Far" and row["text"].startswith("Far") and row["seed"] == 1234 for row in rows)
+
+
+def compare(tracked, *args, columns=60):
+    result = subprocess.run([str(Path(tracked.env["PATH"].split(":")[0]) / "charrnn"), "compare", *args],
+                            cwd=tracked.root, env={**tracked.env, "COLUMNS": str(columns)}, capture_output=True,
+                            text=True, timeout=300)
+    return result
+
+
+def texts(output):
+    """[(heading, text)] of compare's output on a narrow terminal (one text after the other)."""
+    assert output.startswith("== ") and output.endswith("\n"), output
+    return [tuple(block.split("\n", 1)) for block in output[len("== "):-1].split("\n\n== ")]
+
+
+def test_compare_two_versions_side_by_side(tracked):
+    different = compare(tracked, "models:/charrnn-hamlet/1", "models:/charrnn-hamlet/2", "--prime", "To be",
+                        "--length", "120", "--seed", "3")
+    assert different.returncode == 0, different.stderr
+    (head_1, text_1), (head_2, text_2) = texts(different.stdout)
+    assert head_1.startswith("charrnn-hamlet version 1: val ") and ", 1x8 lstm," in head_1
+    assert head_2.startswith("charrnn-hamlet version 2: val ") and ", 1x32 lstm," in head_2
+    assert text_1.startswith("To be") and text_2.startswith("To be") and len(text_1) == len(text_2) == 125
+    assert text_1 != text_2
+
+    same = compare(tracked, "models:/charrnn-hamlet/2", "models:/charrnn-hamlet@champion", "--length", "120")
+    (head_a, text_a), (head_b, text_b) = texts(same.stdout)
+    assert head_b.startswith("charrnn-hamlet version 2 (@champion): val ") and text_a == text_b
+    assert texts(compare(tracked, "models/best.pt", "models:/charrnn-hamlet/2", "--length", "120").stdout)[0][1] == text_a
+
+    wide = compare(tracked, "models:/charrnn-hamlet/1", "models:/charrnn-hamlet/2", columns=200).stdout.splitlines()
+    assert wide[0].startswith("== charrnn-hamlet version 1: val ") and " | == charrnn-hamlet version 2: val " in wide[0]
+    assert all(len(line) <= 200 for line in wide) and wide[2].startswith("Far") and " | Far" in wide[2]
+
+
+def test_compare_errors_are_one_line(tracked, tmp_path):
+    assert_clean_error(compare(tracked, "models:/charrnn-hamlet/9", "models:/charrnn-hamlet/1"),
+                       "cannot load models:/charrnn-hamlet/9")
+    assert_clean_error(compare(tracked, "models:/charrnn-hamlet@nobody", "models:/charrnn-hamlet/1"),
+                       "cannot load models:/charrnn-hamlet@nobody")
+    assert_clean_error(compare(tracked, "modles:/charrnn-hamlet/1", "models:/charrnn-hamlet/1"),
+                       "'modles:/charrnn-hamlet/1' is neither a model URI")
+    other = checkpoint.load(tracked.root / "models/best.pt")
+    other["vocab"] = {**other["vocab"], "corpus": "elsinore", "sha256": "1" * 64}
+    checkpoint.save(tmp_path / "other.pt", other)
+    assert_clean_error(compare(tracked, str(tmp_path / "other.pt"), "models:/charrnn-hamlet/1"),
+                       "learned 'elsinore'", "models of different corpora are not compared")
 
 
 def best_model(tracked, run):

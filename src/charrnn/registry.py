@@ -98,5 +98,16 @@ def download_checkpoint(model_uri):
     return found[0]
 
 
+def version_of(model_uri):
+    """A registry URI in words, e.g. 'charrnn-anna version 3 (@champion)'; any other URI as it is."""
+    if not model_uri.startswith("models:/"):
+        return model_uri
+    name, _, alias = model_uri.removeprefix("models:/").partition("@")
+    if alias:
+        return f"{name} version {connect().get_model_version_by_alias(name, alias).version} (@{alias})"
+    name, _, version = name.partition("/")
+    return f"{name} version {version}" if version.isdigit() else model_uri
+
+
 def _described(key):
     return ", ".join(f"{name} {value}" for name, value in key.items())

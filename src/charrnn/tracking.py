@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
@@ -181,6 +182,11 @@ class PipelineRun:
 
     def log_artifact(self, path, folder=None):
         self.client.log_artifact(self.id, str(path), folder)
+
+    def log_table(self, rows, artifact_file):
+        """Rows (dicts of the same keys) as an MLflow table, which the UI shows; a table already there
+        gains the rows."""
+        self.client.log_table(self.id, data=pd.DataFrame(rows), artifact_file=artifact_file)
 
 
 class TrainingTracker:
