@@ -78,9 +78,9 @@ def test_every_kept_checkpoint_and_best_is_a_logged_model_with_its_val_loss(trac
     history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
     models = [client.get_logged_model(model_id) for model_id in steps]
     for model in models:
-        [val_loss] = [m for m in model.metrics if m.key == "val_loss"]
-        assert val_loss.step == steps[model.model_id] and val_loss.value == history[val_loss.step]
-        assert model.name.startswith(f"hamlet-1x8-lstm-step{val_loss.step}") and model.source_run_id == run.info.run_id
+        [linked] = [m for m in model.metrics if m.key == "val_loss"]
+        assert linked.step == steps[model.model_id] and linked.value == history[linked.step]
+        assert model.name.startswith(f"hamlet-1x8-lstm-step{linked.step}") and model.source_run_id == run.info.run_id
         assert model.params["lstm_size"] == "8" and model.status == LoggedModelStatus.READY
     best = best_model(tracked, run)
     assert best.name.endswith("-best") and best.tags["checkpoint"] in ("best.pt", f"i{steps[best.model_id]}_l8_v"
