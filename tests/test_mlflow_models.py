@@ -37,16 +37,18 @@ def tracked(tmp_path_factory, mirror):
 def test_the_experiment_opens_on_training_runs(tracked, tmp_path, monkeypatch):
     assert tracked.experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
-    # an experiment made before charrnn set the tag gets it with its next run
+    # a new experiment has the tag from the start, and one made before charrnn set it gets it with its next run
     from charrnn.tracking import TrainingTracker
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    experiment_id = client.create_experiment("charrnn-tiny")
+    older = client.create_experiment("charrnn-older")
     train_ids, val_ids, vocab = tiny_corpus()
-    with TrainingTracker(tiny_params(), vocab) as tracker:
-        tracker.start(None)
-    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    for p in (tiny_params(), tiny_params(**{"tracking.experiment": "charrnn-older"})):
+        with TrainingTracker(p, vocab) as tracker:
+            tracker.start(None)
+    for experiment in (client.get_experiment_by_name("charrnn-tiny"), client.get_experiment(older)):
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_the_splits_are_the_runs_datasets_and_metrics_link_to_them(tracked):
