@@ -1,5 +1,6 @@
 """Stage evaluate: loss, bits/char and perplexity of models/best.pt on the val and test splits, by the
-one evaluation protocol (charrnn.evaluate), also logged to the pipeline's MLflow run."""
+one evaluation protocol (charrnn.evaluate), also logged to the pipeline's MLflow run and the test
+metrics to best.pt's logged model."""
 
 from charrnn import params, tracking
 from charrnn.atomic import write_json
@@ -18,7 +19,10 @@ def main():
         splits = {name: load_ids(f"data/split/{name}.npy") for name in ("val", "test")}
         metrics = evaluate_checkpoint("models/best.pt", vocab, splits, pick_device(p["device"]))
         write_json("metrics/eval.json", {**metrics, "eval_protocol": PROTOCOL_ID})
-        run.log_metrics(metrics)
+        run.log_metrics({key: value for key, value in metrics.items() if not key.startswith("test_")})
+        # the test metrics also go to best.pt's logged model (its val metrics came with training)
+        run.log_metrics({key: value for key, value in metrics.items() if key.startswith("test_")},
+                        model_id=tracking.run_record("best_model_id"))
     print(", ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
 
 

@@ -1,4 +1,4 @@
-"""Stage register: log models/best.pt as an MLflow model, register it as a new version of
+"""Stage register: register best.pt's logged model (the train stage logged it) as a new version of
 charrnn-<corpus>, and give the alias `champion` to the best version with the same split and
 evaluation protocol."""
 
@@ -14,12 +14,12 @@ from charrnn.vocab import Vocab
 def main():
     p = params.load()
     vocab = Vocab.load("data/prepared/vocab.json")
-    val_loss = json.loads(open("metrics/eval.json", encoding="utf-8").read())["val_loss"]
+    evaluation = json.loads(open("metrics/eval.json", encoding="utf-8").read())
     key = tracking.comparability(p, vocab)
     with tracking.PipelineRun.reopen() as run:
-        version = registry.register(run, "models/best.pt", vocab.corpus, val_loss, key)
+        version = registry.register(run, tracking.run_record("best_model_id"), vocab.corpus, evaluation, key)
         name = registry.model_name(vocab.corpus)
-        print(f"registered {name} version {version} (val {val_loss:.4f})")
+        print(f"registered {name} version {version} (val {evaluation['val_loss']:.4f})")
         champion, _ = registry.promote(run.client, name, key)
     write_json("models/registered.json", {"model": name, "version": version, "champion": champion})
 

@@ -1,5 +1,5 @@
 """Stage sample: text from models/best.pt and from every checkpoint kept during training, also logged
-to the pipeline's MLflow run."""
+to the pipeline's MLflow run, as files and as one table."""
 
 from pathlib import Path
 
@@ -10,6 +10,8 @@ from charrnn.sample import format_samples, generate, sampling_options
 from charrnn.device import pick_device
 
 OUT_DIR = Path("samples")
+BEST = Path("models/best.pt")
+SAMPLES_TABLE = "samples.json"  # an MLflow table: the UI shows the texts and compares them across runs
 
 
 @exit_on_error
@@ -17,16 +19,20 @@ def main():
     p = params.load()
     seeds = range(p["sample.seed"], p["sample.seed"] + p["sample.num_samples"])
     options = dict(sampling_options(p), seeds=seeds, device=pick_device(p["device"]))
-    kept = sorted(Path("models/checkpoints").glob("*.pt"), key=lambda path: checkpoint.load(path)["step"])
+    steps = {path: checkpoint.load(path)["step"] for path in [*Path("models/checkpoints").glob("*.pt"), BEST]}
+    rows = []
     with tracking.PipelineRun.reopen() as run:
-        for source in [*kept, Path("models/best.pt")]:
+        for source in sorted(steps, key=lambda path: (path == BEST, steps[path])):  # best.pt last
             model, vocab = checkpoint.load_model(source)
             texts = generate(model, vocab, **options)
             target = OUT_DIR / f"{source.stem}.txt"
             with atomic_path(target) as tmp:
                 tmp.write_text(format_samples(seeds, texts) + "\n", encoding="utf-8")
             run.log_artifact(target, "samples")
+            rows += [{"checkpoint": source.stem, "step": steps[source], "prime": p["sample.prime"], "seed": seed,
+                      "temperature": p["sample.temperature"], "text": text} for seed, text in zip(seeds, texts)]
             print(f"{target}: {texts[0][:60]!r}...")
+        run.log_table(rows, SAMPLES_TABLE)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
 """Stage train: fit the char-RNN on the train split, validating on val; checkpoints under models/.
 
-Opens the pipeline's MLflow run (or continues it on resume) and writes its id to models/mlflow_run.json
-for the later stages. With `processes` > 1 it runs itself again under torchrun (data-parallel), and
+Opens the pipeline's MLflow run (or continues it on resume), logs every kept checkpoint and best.pt as
+a model of the run, and writes the run's id and best.pt's model id to models/mlflow_run.json for the
+later stages. With `processes` > 1 it runs itself again under torchrun (data-parallel), and
 only rank 0 tracks and writes.
 """
 
-from charrnn import distributed, params, tracking
+from charrnn import distributed, logged_models, params, tracking
 from charrnn.atomic import write_csv, write_json
 from charrnn.batches import load_ids
 from charrnn.errors import CharRNNError, exit_on_error
@@ -36,10 +37,12 @@ def main():
         return
     with tracking.TrainingTracker(p, vocab) as tracker:
         metrics, history = train(p, train_ids, val_ids, vocab, "models", tracker=tracker)
+        tracker.training_done()
         write_csv("plots/train/loss.csv", history)
         write_json("metrics/train.json", metrics)
         tracking.log_training(tracker.run, metrics, history, VOCAB)
-        write_json(tracking.RUN_FILE, {"run_id": tracker.run.id})
+        best_model_id = logged_models.log_checkpoints(tracker.run, "models")
+        write_json(tracking.RUN_FILE, {"run_id": tracker.run.id, "best_model_id": best_model_id})
     print(f"best val loss {metrics['best_val_loss']:.4f} at step {metrics['best_step']}, "
           f"{metrics['chars_per_sec']:,.0f} chars/s; MLflow run {tracker.run.id}")
 

@@ -42,6 +42,12 @@ def _sample(args):
         print(format_samples(seeds, texts))
 
 
+def _compare(args):
+    from charrnn.compare import compare
+
+    print(compare(args.model_a, args.model_b, args.prime, args.length, args.seed, args.temperature, args.top_k))
+
+
 def _promote(args):
     from charrnn import registry, tracking
 
@@ -73,6 +79,18 @@ def int_or_null(text):
     return None if text.lower() in ("null", "none", "off") else int(text)
 
 
+_SAMPLING_TYPES = {"prime": str, "length": int, "temperature": float, "top_k": int_or_null, "top_p": float,
+                   "seed": int, "num_samples": int}
+
+
+def _sampling_arguments(parser, *names, **defaults):
+    """--prime, --length, ... as the `sample.*` params: their rules and defaults, unless `defaults` says."""
+    for name in names:
+        param = SCHEMA[f"sample.{name}"]
+        parser.add_argument(f"--{name.replace('_', '-')}", type=_SAMPLING_TYPES[name],
+                            default=defaults.get(name, param.default), help=f"{param.rule} (default: %(default)s)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="charrnn", description=__doc__)
     parser.add_argument("--version", action="version", version=f"charrnn {__version__}")
@@ -96,15 +114,22 @@ def build_parser():
     source = sample.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", default="models/best.pt", help="a charrnn checkpoint (default: %(default)s)")
     source.add_argument("--model", help="an MLflow model URI instead, e.g. models:/charrnn-anna@champion")
-    for name, flag, kind in [("prime", "--prime", str), ("length", "--length", int),
-                             ("temperature", "--temperature", float), ("top_k", "--top-k", int_or_null),
-                             ("top_p", "--top-p", float), ("seed", "--seed", int),
-                             ("num_samples", "--num-samples", int)]:
-        param = SCHEMA[f"sample.{name}"]
-        sample.add_argument(flag, type=kind, default=param.default, help=f"{param.rule} (default: %(default)s)")
+    _sampling_arguments(sample, "prime", "length", "temperature", "top_k", "top_p", "seed", "num_samples")
     sample.add_argument("--drop-unknown", action="store_true", help="drop prime characters outside the vocabulary")
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     sample.set_defaults(run=_sample)
+
+    side = commands.add_parser(
+        "compare", help="two models write from the same prime and seed, shown side by side",
+        description="Each model is an MLflow model URI (models:/charrnn-anna/1, models:/charrnn-anna@champion) "
+        "or a checkpoint file. Both generate from the same prime with the same seed; the texts are printed in "
+        "two columns on a wide terminal, one after the other on a narrow one, each headed with its version, "
+        "val loss and size. Uses MLFLOW_TRACKING_URI, else mlruns/mlflow.db.",
+    )
+    side.add_argument("model_a", metavar="MODEL_A")
+    side.add_argument("model_b", metavar="MODEL_B")
+    _sampling_arguments(side, "prime", "length", "seed", "temperature", "top_k", length=300)
+    side.set_defaults(run=_compare)
 
     promote = commands.add_parser(
         "promote", help="give the alias 'champion' to the registered version with the lowest val loss",

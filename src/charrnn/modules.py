@@ -1,7 +1,7 @@
 """The package's own source files: which charrnn modules a module needs, and their checksums.
 
-Training resumes only under the same code (the closure of train.py), and the register stage packages
-into the MLflow model only the modules the served model needs (the closure of served_model.py).
+Training resumes only under the same code (the closure of train.py), and the train stage packages
+into each MLflow model only the modules the served model needs (the closure of served_model.py).
 """
 
 import ast

@@ -87,6 +87,13 @@ def defaults():
     return {name: param.default for name, param in SCHEMA.items()}
 
 
+def changed(values):
+    """{name: value} of the params in `values` that differ from their defaults, in the schema's order,
+    compared as text (so also for the params of an MLflow run)."""
+    return {name: values[name] for name, param in SCHEMA.items()
+            if name in values and str(values[name]) != str(param.default)}
+
+
 def load(path="params.yaml"):
     """Read, flatten and validate a params file."""
     path = Path(path)

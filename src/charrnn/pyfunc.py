@@ -1,7 +1,7 @@
 """The MLflow pyfunc model: a DataFrame of prompts in, one generated text per row out.
 
-served_model.py (the "model from code" file MLflow runs on load) instantiates it; the register stage
-logs it with the checkpoint as an artifact.
+served_model.py (the "model from code" file MLflow runs on load) instantiates it; the train stage
+logs it with each checkpoint as an artifact (see logged_models.py).
 """
 
 import math

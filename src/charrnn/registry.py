@@ -1,17 +1,14 @@
-"""The MLflow model registry: each trained best.pt a version of charrnn-<corpus>, the alias `champion`
-on the best comparable one, and models loaded back by URI."""
+"""The MLflow model registry: each trained best.pt's logged model a version of charrnn-<corpus>, the
+alias `champion` on the best comparable one, and models loaded back by URI."""
 
-import shutil
-import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from charrnn import modules
 from charrnn.errors import CharRNNError
-from charrnn.pyfunc import SIGNATURE
+from charrnn.params import changed
 from charrnn.tracking import connect, redacted, tracking_uri
 
 CHAMPION = "champion"
@@ -22,32 +19,26 @@ def model_name(corpus_name):
     return f"charrnn-{corpus_name}"
 
 
-def register(run, best_path, corpus_name, val_loss, key):
-    """Log best.pt as a pyfunc model in the run and register it as a new version tagged with its
-    val loss and comparability `key`; return the version."""
+def register(run, model_id, corpus_name, evaluation, key):
+    """Register the logged model `model_id` (best.pt's, logged by the train stage) as a new version of
+    charrnn-<corpus>, tagged with its val loss, comparability `key` and history: val/test bits per
+    character (of `evaluation`, the evaluate stage's metrics), the params the run trained with that differ
+    from the defaults, the git commit and the DVC experiment; the same in a short description. Returns
+    the version."""
     name = model_name(corpus_name)
-    example = pd.DataFrame({"prime": ["Far"], "length": [100], "temperature": [0.8], "top_k": [5], "seed": [0]})
-    with tempfile.TemporaryDirectory() as folder, mlflow.start_run(run_id=run.id):
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(modules.PACKAGE_DIR / "served_model.py"),
-            artifacts={"checkpoint": str(best_path)}, code_paths=[served_code(Path(folder))],
-            signature=SIGNATURE, input_example=example,
-            pip_requirements=["torch==2.13.0", "numpy", "pandas", "tqdm", "pyyaml"],
-            registered_model_name=name,
-        )
-    version = str(info.registered_model_version)
-    for tag, value in {"val_loss": repr(float(val_loss)), **key, "run_id": run.id}.items():
-        run.client.set_model_version_tag(name, version, tag, value)
+    run_data = run.client.get_run(run.id).data
+    bits = {metric: f"{evaluation[metric]:.4f}" for metric in ("val_bpc", "test_bpc") if metric in evaluation}
+    params = ", ".join(f"{param}={value}" for param, value in changed(run_data.params).items()) or "defaults"
+    history = {**bits, "params": params, "git_commit": run_data.tags.get("git_commit", "unknown"),
+               "dvc_exp_name": run_data.tags.get("dvc_exp_name", "")}
+    tags = {"val_loss": repr(float(evaluation["val_loss"])), **key, "run_id": run.id, **history}
+    version = str(mlflow.register_model(f"models:/{model_id}", name, tags=tags).version)
+    logged = run.client.get_logged_model(model_id)
+    scores = "; ".join(f"{metric.split('_')[0]} {value} bpc" for metric, value in bits.items())
+    experiment = f", DVC experiment {history['dvc_exp_name']}" if history["dvc_exp_name"] else ""
+    run.client.update_model_version(name, version, description=(
+        f"{logged.name}: {scores}. Params: {params}. Commit {history['git_commit'][:12]}{experiment}."))
     return version
-
-
-def served_code(folder):
-    """A copy of the package with only the modules the served model imports (the model carries its code)."""
-    package = folder / "charrnn"
-    package.mkdir()
-    for file_name in modules.closure("served_model"):
-        shutil.copyfile(modules.PACKAGE_DIR / file_name, package / file_name)
-    return str(package)
 
 
 def promote(client, name, key, dry_run=False, switch_split=False):
@@ -86,6 +77,11 @@ def promote(client, name, key, dry_run=False, switch_split=False):
         print(f"{CHAMPION} {verb} from {was} to version {best.version} (val {best_loss:.4f})")
         if not dry_run:
             client.set_registered_model_alias(name, CHAMPION, best.version)
+            # MLflow keeps no history of an alias: the new champion records whom it replaced, and when
+            client.set_model_version_tag(name, best.version, "champion_replaced",
+                                         str(current.version) if current is not None else "none")
+            client.set_model_version_tag(name, best.version, "champion_since",
+                                         datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return str(best.version), best_loss
 
 
@@ -100,6 +96,17 @@ def download_checkpoint(model_uri):
     if not found:
         raise CharRNNError(f"{model_uri} holds no charrnn checkpoint")
     return found[0]
+
+
+def version_of(model_uri):
+    """A registry URI in words, e.g. 'charrnn-anna version 3 (@champion)'; any other URI as it is."""
+    if not model_uri.startswith("models:/"):
+        return model_uri
+    name, _, alias = model_uri.removeprefix("models:/").partition("@")
+    if alias:
+        return f"{name} version {connect().get_model_version_by_alias(name, alias).version} (@{alias})"
+    name, _, version = name.partition("/")
+    return f"{name} version {version}" if version.isdigit() else model_uri
 
 
 def _described(key):

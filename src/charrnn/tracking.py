@@ -7,25 +7,38 @@ MLFLOW_TRACKING_URI names another store or server.
 """
 
 import fcntl
+import hashlib
 import json
+import logging
 import os
 import subprocess
 import tempfile
 import time
 import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from charrnn import project_root
+from charrnn import corpus, project_root
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import PROTOCOL_ID
+from charrnn.evaluate import PROTOCOL_ID, loss_metrics
 
 RUN_FILE = "models/mlflow_run.json"  # written by the train stage, read by the later ones
+# The tag by which the MLflow UI picks an experiment's view: this one opens on its Training runs.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+# Each split as an MLflow dataset, by its context; a metric is linked to the split its name starts with.
+CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
+SYSTEM_METRICS_INTERVAL = 10  # seconds between samples of CPU, memory (and GPU) during training
 
 
 def local_store():
@@ -98,21 +111,39 @@ def comparability(p, vocab):
     return {"split": split_id(p, vocab), "eval_protocol": PROTOCOL_ID}
 
 
+def split_datasets(p, vocab):
+    """{split: MetaDataset} of the non-empty splits: named after the corpus, a digest of the corpus bytes,
+    the fractions and the split, and the corpus origin (its URL, or the path of one's own file) as source."""
+    origin = corpus.resolve(p["corpus"])
+    with warnings.catch_warnings():  # MLflow has two local sources (for "" and "file:") and warns that both fit
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(origin.url or Path(origin.source).resolve().as_uri())
+    return {split: MetaDataset(source, name=vocab.corpus,
+                               digest=hashlib.sha256(f"{split_id(p, vocab)}:{vocab.sha256}:{split}".encode()).hexdigest()[:16])
+            for split in CONTEXTS if p[f"{split}_frac"] > 0}
+
+
+def run_record(key):
+    """A value the train stage wrote to RUN_FILE: `run_id`, or `best_model_id` (best.pt's logged model)."""
+    try:
+        return json.loads(Path(RUN_FILE).read_text())[key]
+    except (OSError, ValueError, KeyError):
+        raise CharRNNError(f"{RUN_FILE} is missing or unreadable (run the train stage first)") from None
+
+
 class PipelineRun:
     """One stage's hold on the pipeline's MLflow run: a context manager that closes it FINISHED, or
     FAILED on an error, or KILLED on an interrupt, so no run is left 'running'."""
 
     def __init__(self, client, run_id):
         self.client, self.id = client, run_id
+        self._datasets = None
 
     @classmethod
     def reopen(cls, run_id=None):
         """The run whose id is given, or else the one named in RUN_FILE."""
         if run_id is None:
-            try:
-                run_id = json.loads(Path(RUN_FILE).read_text())["run_id"]
-            except (OSError, ValueError, KeyError):
-                raise CharRNNError(f"{RUN_FILE} is missing or unreadable (run the train stage first)") from None
+            run_id = run_record("run_id")
         client = connect()
         try:
             client.update_run(run_id, status="RUNNING")
@@ -127,13 +158,35 @@ class PipelineRun:
         status = "FINISHED" if kind is None else "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
         self.client.set_terminated(self.id, status)
 
-    def log_metrics(self, metrics, step=0):
+    def log_metrics(self, metrics, step=0, model_id=None):
+        """Log metrics at `step`, each linked to the dataset of its split (`val_loss`: validation) and,
+        if given, to the logged model `model_id`."""
         now = int(time.time() * 1000)
-        self.client.log_batch(self.id, metrics=[Metric(key, float(value), now, step)
+        self.client.log_batch(self.id, metrics=[Metric(key, float(value), now, step, model_id, *self.dataset_of(key))
                                                 for key, value in metrics.items()])
+
+    def dataset_of(self, metric):
+        """(name, digest) of the dataset the metric was measured on, by its prefix; (None, None) if none."""
+        if self._datasets is None:
+            inputs = self.client.get_run(self.id).inputs.dataset_inputs
+            self._datasets = {tag.value: (entry.dataset.name, entry.dataset.digest)
+                              for entry in inputs for tag in entry.tags if tag.key == MLFLOW_DATASET_CONTEXT}
+        return self._datasets.get(CONTEXTS.get(metric.partition("_")[0]), (None, None))
+
+    def log_datasets(self, datasets):
+        """Log {split: dataset} as the run's inputs, each with its context (training, validation, test)."""
+        self.client.log_inputs(self.id, [DatasetInput(dataset._to_mlflow_entity(),
+                                                      [InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])])
+                                         for split, dataset in datasets.items()])
+        self._datasets = None
 
     def log_artifact(self, path, folder=None):
         self.client.log_artifact(self.id, str(path), folder)
+
+    def log_table(self, rows, artifact_file):
+        """Rows (dicts of the same keys) as an MLflow table, which the UI shows; a table already there
+        gains the rows."""
+        self.client.log_table(self.id, data=pd.DataFrame(rows), artifact_file=artifact_file)
 
 
 class TrainingTracker:
@@ -143,14 +196,21 @@ class TrainingTracker:
     """
 
     def __init__(self, p, vocab):
-        self.p, self.vocab, self.run = p, vocab, None
+        self.p, self.vocab, self.run, self.monitor = p, vocab, None, None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc_info):
+        self.training_done()
         if self.run is not None:
             self.run.__exit__(*exc_info)
+
+    def training_done(self):
+        """Stop sampling the system metrics (once the training itself is over)."""
+        if self.monitor is not None:
+            self.monitor.finish()
+            self.monitor = None
 
     def start(self, resumed_run_id):
         client = connect()
@@ -162,15 +222,19 @@ class TrainingTracker:
                       "starting a new run")
             else:
                 self.run = PipelineRun.reopen(resumed_run_id)
+                self._monitor_system(resumed=True)
                 return self.run.id
         exp_name = experiment_name(self.p, self.vocab.corpus)
         experiment = client.get_experiment_by_name(exp_name)
+        kind, view = EXPERIMENT_KIND
         if experiment is None:
             local = tracking_uri() == f"sqlite:///{local_store() / 'mlflow.db'}"
             artifacts = (local_store() / "artifacts").as_uri() if local else None  # a server picks its own
-            experiment_id = client.create_experiment(exp_name, artifact_location=artifacts)
+            experiment_id = client.create_experiment(exp_name, artifact_location=artifacts, tags={kind: view})
         else:
             experiment_id = experiment.experiment_id
+            if kind not in experiment.tags:  # made by an earlier charrnn
+                client.set_experiment_tag(experiment_id, kind, view)
         dvc_exp = os.environ.get("DVC_EXP_NAME", "")
         name = dvc_exp or f"{self.vocab.corpus}-{self.p['num_layers']}x{self.p['lstm_size']}-{self.p['cell']}"
         tags = {"git_commit": _git_commit(), "corpus": self.vocab.corpus, "corpus_sha256": self.vocab.sha256,
@@ -178,11 +242,23 @@ class TrainingTracker:
         run = client.create_run(experiment_id, run_name=name, tags=tags)
         self.run = PipelineRun(client, run.info.run_id)
         client.log_batch(self.run.id, params=[Param(key, str(value)[:6000]) for key, value in self.p.items()])
+        self.run.log_datasets(split_datasets(self.p, self.vocab))
+        self._monitor_system(resumed=False)
         return self.run.id
 
+    def _monitor_system(self, resumed):
+        """MLflow's own sampling of CPU, memory, disk, network (and GPU, with nvidia-ml-py) into the run's
+        system/ metrics, until training_done(); MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides the interval."""
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no chatter on a stage's stderr
+        self.monitor = SystemMetricsMonitor(self.run.id, sampling_interval=SYSTEM_METRICS_INTERVAL,
+                                            resume_logging=resumed, tracking_uri=tracking_uri())
+        self.monitor.start()
+
     def log(self, row):
+        """A validation's row; val_loss in bits per character too."""
         step = row["step"]
-        self.run.log_metrics({key: value for key, value in row.items() if key != "step"}, step=step)
+        metrics = {key: value for key, value in row.items() if key != "step"}
+        self.run.log_metrics({**metrics, "val_bpc": loss_metrics("val", row["val_loss"])["val_bpc"]}, step=step)
 
 
 def log_training(run, metrics, history, vocab_path):

@@ -1,0 +1,195 @@
+"""What the MLflow UI and registry show of a pipeline run, for real (the project's sqlite store): the
+training view, the datasets, system metrics, every kept checkpoint as a logged model, the registry's
+history of each version and of the champion, the samples table, and `charrnn compare`."""
+
+import json
+import math
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModelStatus
+
+from charrnn import checkpoint
+from charrnn.registry import CHAMPION
+from conftest import PIPELINE, assert_clean_error, make_project, tiny_corpus, tiny_params, write_params
+
+CHECKPOINTED = dict(PIPELINE, lstm_size=8, keep_checkpoints=40)  # 143 steps: kept 40, 80, 120, and best.pt
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory, mirror):
+    """The tiny pipeline (a 1x8 LSTM), then the experiment `wider` (1x32), which takes `champion`."""
+    run = make_project(tmp_path_factory.mktemp("models"), mirror, MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.2")
+    write_params(run.root, **CHECKPOINTED)
+    run("repro")
+    run("exp", "run", "-n", "wider", "-S", "lstm_size=32")
+    run.client = MlflowClient(f"sqlite:///{run.root}/mlruns/mlflow.db")
+    run.experiment = run.client.get_experiment_by_name("charrnn-hamlet")
+    run.runs = {r.data.params["lstm_size"]: r for r in run.client.search_runs([run.experiment.experiment_id])}
+    return run
+
+
+def test_the_experiment_opens_on_training_runs(tracked, tmp_path, monkeypatch):
+    assert tracked.experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    # a new experiment has the tag from the start, and one made before charrnn set it gets it with its next run
+    from charrnn.tracking import TrainingTracker
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    older = client.create_experiment("charrnn-older")
+    train_ids, val_ids, vocab = tiny_corpus()
+    for p in (tiny_params(), tiny_params(**{"tracking.experiment": "charrnn-older"})):
+        with TrainingTracker(p, vocab) as tracker:
+            tracker.start(None)
+    for experiment in (client.get_experiment_by_name("charrnn-tiny"), client.get_experiment(older)):
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_splits_are_the_runs_datasets_and_metrics_link_to_them(tracked):
+    digests = []
+    for run in tracked.runs.values():
+        inputs = {entry.tags[0].value: entry.dataset for entry in run.inputs.dataset_inputs}
+        assert sorted(inputs) == ["test", "training", "validation"]
+        assert {dataset.name for dataset in inputs.values()} == {"hamlet"}
+        assert all("pg2265.txt" in json.loads(dataset.source)["url"] for dataset in inputs.values())
+        assert len({dataset.digest for dataset in inputs.values()}) == 3
+        digests.append({context: dataset.digest for context, dataset in inputs.items()})
+    assert digests[0] == digests[1]  # the same split of the same text: the same datasets
+
+    best = best_model(tracked, tracked.runs["8"])
+    linked = {metric.key: metric.dataset_digest for metric in best.metrics}
+    assert linked["val_loss"] == linked["val_bpc"] == digests[0]["validation"]
+    assert linked["test_loss"] == linked["test_bpc"] == digests[0]["test"]
+
+
+def test_system_metrics_are_sampled_during_training(tracked):
+    for run in tracked.runs.values():
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= run.data.metrics.keys()
+
+
+def test_every_kept_checkpoint_and_best_is_a_logged_model_with_its_val_loss(tracked, monkeypatch):
+    client, run = tracked.client, tracked.runs["8"]
+    steps = {output.model_id: output.step for output in run.outputs.model_outputs}
+    assert sorted(steps.values())[:3] == [40, 80, 120] and len(steps) >= 3
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
+    models = [client.get_logged_model(model_id) for model_id in steps]
+    for model in models:
+        [linked] = [m for m in model.metrics if m.key == "val_loss"]
+        assert linked.step == steps[model.model_id] and linked.value == history[linked.step]
+        assert model.name.startswith(f"hamlet-1x8-lstm-step{linked.step}") and model.source_run_id == run.info.run_id
+        assert model.params["lstm_size"] == "8" and model.status == LoggedModelStatus.READY
+    best = best_model(tracked, run)
+    assert best.name.endswith("-best") and best.tags["checkpoint"] in ("best.pt", f"i{steps[best.model_id]}_l8_v"
+                                                                        f"{history[steps[best.model_id]]:.4f}.pt")
+    assert min(val_loss(model) for model in models) == val_loss(best) == run.data.metrics["best_val_loss"]
+
+    # the registered version is that very model, not a copy
+    [version] = client.search_model_versions(f"name='charrnn-hamlet' and run_id='{run.info.run_id}'")
+    assert version.source == f"models:/{best.model_id}"
+    # the Models tab's ranking: by val_loss across the runs, the wider run's best first
+    ranked = client.search_logged_models([tracked.experiment.experiment_id],
+                                         order_by=[{"field_name": "metrics.val_loss", "ascending": True}])
+    assert ranked[0].model_id == best_model(tracked, tracked.runs["32"]).model_id
+    assert len(ranked) == len(steps) + len(tracked.runs["32"].outputs.model_outputs)
+
+    # and every logged model is servable, a kept checkpoint too
+    kept = next(model for model in models if steps[model.model_id] == 40)
+    store = f"sqlite:///{tracked.root}/mlruns/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # put back after the test, as mlflow.set_tracking_uri sets it
+    mlflow.set_tracking_uri(store)
+    model = mlflow.pyfunc.load_model(f"models:/{kept.model_id}")
+    text = model.predict(pd.DataFrame({"prime": ["To"], "length": [20]}))[0]
+    assert text.startswith("To") and len(text) == 22
+
+
+def test_each_version_carries_its_history_and_the_champion_its_predecessor(tracked):
+    client = tracked.client
+    versions = {str(v.version): v for v in client.search_model_versions("name='charrnn-hamlet'")}
+    assert sorted(versions) == ["1", "2"]
+    for version, (size, experiment) in {"1": ("8", ""), "2": ("32", "wider")}.items():
+        tags, run = versions[version].tags, tracked.runs[size]
+        assert float(tags["val_bpc"]) == pytest.approx(run.data.metrics["best_val_loss"] / math.log(2), abs=1e-4)
+        assert float(tags["test_bpc"]) == pytest.approx(run.data.metrics["test_bpc"], abs=1e-4)
+        assert tags["params"].startswith(f"corpus=hamlet, lstm_size={size}, num_layers=1,")
+        assert tags["git_commit"] == run.data.tags["git_commit"] and len(tags["git_commit"]) == 40
+        assert tags["dvc_exp_name"] == experiment
+        assert f"lstm_size={size}" in versions[version].description and tags["test_bpc"] in versions[version].description
+    assert versions["1"].tags["champion_replaced"] == "none"
+    champion = client.get_model_version_by_alias("charrnn-hamlet", CHAMPION)
+    assert str(champion.version) == "2" and champion.tags["champion_replaced"] == "1"
+    assert datetime.fromisoformat(champion.tags["champion_since"]) >= datetime.fromisoformat(
+        versions["1"].tags["champion_since"])
+
+
+def test_the_samples_are_a_table(tracked):
+    run = tracked.runs["8"]
+    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="samples.json",
+                                               tracking_uri=f"sqlite:///{tracked.root}/mlruns/mlflow.db")
+    table = json.loads(Path(path).read_text())
+    assert table["columns"] == ["checkpoint", "step", "prime", "seed", "temperature", "text"]
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert [row["step"] for row in rows][:3] == [40, 80, 120] and rows[-1]["checkpoint"] == "best"
+    assert all(row["prime"] == "Far" and row["text"].startswith("Far") and row["seed"] == 1234 for row in rows)
+
+
+def compare(tracked, *args, columns=60):
+    result = subprocess.run([str(Path(tracked.env["PATH"].split(":")[0]) / "charrnn"), "compare", *args],
+                            cwd=tracked.root, env={**tracked.env, "COLUMNS": str(columns)}, capture_output=True,
+                            text=True, timeout=300)
+    return result
+
+
+def texts(output):
+    """[(heading, text)] of compare's output on a narrow terminal (one text after the other)."""
+    assert output.startswith("== ") and output.endswith("\n"), output
+    return [tuple(block.split("\n", 1)) for block in output[len("== "):-1].split("\n\n== ")]
+
+
+def test_compare_two_versions_side_by_side(tracked):
+    different = compare(tracked, "models:/charrnn-hamlet/1", "models:/charrnn-hamlet/2", "--prime", "To be",
+                        "--length", "120", "--seed", "3")
+    assert different.returncode == 0, different.stderr
+    (head_1, text_1), (head_2, text_2) = texts(different.stdout)
+    assert head_1.startswith("charrnn-hamlet version 1: val ") and ", 1x8 lstm," in head_1
+    assert head_2.startswith("charrnn-hamlet version 2: val ") and ", 1x32 lstm," in head_2
+    assert text_1.startswith("To be") and text_2.startswith("To be") and len(text_1) == len(text_2) == 125
+    assert text_1 != text_2
+
+    same = compare(tracked, "models:/charrnn-hamlet/2", "models:/charrnn-hamlet@champion", "--length", "120")
+    (head_a, text_a), (head_b, text_b) = texts(same.stdout)
+    assert head_b.startswith("charrnn-hamlet version 2 (@champion): val ") and text_a == text_b
+    assert texts(compare(tracked, "models/best.pt", "models:/charrnn-hamlet/2", "--length", "120").stdout)[0][1] == text_a
+
+    wide = compare(tracked, "models:/charrnn-hamlet/1", "models:/charrnn-hamlet/2", columns=200).stdout.splitlines()
+    assert wide[0].startswith("== charrnn-hamlet version 1: val ") and " | == charrnn-hamlet version 2: val " in wide[0]
+    assert all(len(line) <= 200 for line in wide) and wide[2].startswith("Far") and " | Far" in wide[2]
+
+
+def test_compare_errors_are_one_line(tracked, tmp_path):
+    assert_clean_error(compare(tracked, "models:/charrnn-hamlet/9", "models:/charrnn-hamlet/1"),
+                       "cannot load models:/charrnn-hamlet/9")
+    assert_clean_error(compare(tracked, "models:/charrnn-hamlet@nobody", "models:/charrnn-hamlet/1"),
+                       "cannot load models:/charrnn-hamlet@nobody")
+    assert_clean_error(compare(tracked, "modles:/charrnn-hamlet/1", "models:/charrnn-hamlet/1"),
+                       "'modles:/charrnn-hamlet/1' is neither a model URI")
+    other = checkpoint.load(tracked.root / "models/best.pt")
+    other["vocab"] = {**other["vocab"], "corpus": "elsinore", "sha256": "1" * 64}
+    checkpoint.save(tmp_path / "other.pt", other)
+    assert_clean_error(compare(tracked, str(tmp_path / "other.pt"), "models:/charrnn-hamlet/1"),
+                       "learned 'elsinore'", "models of different corpora are not compared")
+
+
+def best_model(tracked, run):
+    """The logged model of the run's best.pt: the one the register stage registered."""
+    [version] = tracked.client.search_model_versions(f"name='charrnn-hamlet' and run_id='{run.info.run_id}'")
+    return tracked.client.get_logged_model(version.source.removeprefix("models:/"))
+
+
+def val_loss(model):
+    return next(m.value for m in model.metrics if m.key == "val_loss")
