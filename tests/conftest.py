@@ -13,6 +13,33 @@ from charrnn import params
 ROOT = Path(__file__).resolve().parents[1]
 
 
+MLFLOW_ENVIRONMENT = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+_MLFLOW_AT_START = {name: os.environ.get(name) for name in MLFLOW_ENVIRONMENT}
+
+
+def _reset_mlflow_environment():
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    for name, value in _MLFLOW_AT_START.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(autouse=True)
+def own_mlflow_environment():
+    """mlflow.set_tracking_uri / set_registry_uri, which charrnn.tracking.connect() calls, keep the URIs
+    in mlflow's globals and in os.environ (in a test or a module's fixture): reset both before and after
+    each test, so that one test's in-process store never becomes a later test's (an MlflowClient made
+    without a registry URI takes the global one)."""
+    _reset_mlflow_environment()
+    yield
+    _reset_mlflow_environment()
+
+
 @pytest.fixture(scope="session")
 def mirror():
     """The corpus mirror folder: $CHARRNN_DATA_MIRROR, else ../shared/data beside the checkout."""
@@ -102,7 +129,8 @@ def make_project(folder, mirror, **env):
     extra_env = env
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CHARRNN_DATA_MIRROR": str(mirror),
            "PYTHONPATH": str(folder / "src")}
-    env.pop("MLFLOW_TRACKING_URI", None)  # the project's own store unless a test names another
+    for name in MLFLOW_ENVIRONMENT:  # the project's own store unless a test names another
+        env.pop(name, None)
     env.update(extra_env)
 
     def run(*args, check=True, tool="dvc"):
