@@ -8,6 +8,7 @@ from charrnn.atomic import atomic_path
 from charrnn.errors import exit_on_error
 from charrnn.sample import format_samples, generate, sampling_options
 from charrnn.device import pick_device
+from charrnn.steppers import resolve
 
 OUT_DIR = Path("samples")
 BEST = Path("models/best.pt")
@@ -18,20 +19,23 @@ SAMPLES_TABLE = "samples.json"  # an MLflow table: the UI shows the texts and co
 def main():
     p = params.load()
     seeds = range(p["sample.seed"], p["sample.seed"] + p["sample.num_samples"])
-    options = dict(sampling_options(p), seeds=seeds, device=pick_device(p["device"]))
+    device = pick_device(p["device"])
+    options = dict(sampling_options(p), seeds=seeds, device=device)
     steps = {path: checkpoint.load(path)["step"] for path in [*Path("models/checkpoints").glob("*.pt"), BEST]}
     rows = []
     with tracking.PipelineRun.reopen() as run:
         for source in sorted(steps, key=lambda path: (path == BEST, steps[path])):  # best.pt last
             model, vocab = checkpoint.load_model(source)
-            texts = generate(model, vocab, **options)
+            precision = resolve(p["sample.precision"], device, model.config["cell"])
+            texts = generate(model, vocab, **options, precision=precision)
             target = OUT_DIR / f"{source.stem}.txt"
             with atomic_path(target) as tmp:
                 tmp.write_text(format_samples(seeds, texts) + "\n", encoding="utf-8")
             run.log_artifact(target, "samples")
             rows += [{"checkpoint": source.stem, "step": steps[source], "prime": p["sample.prime"], "seed": seed,
-                      "temperature": p["sample.temperature"], "text": text} for seed, text in zip(seeds, texts)]
-            print(f"{target}: {texts[0][:60]!r}...")
+                      "temperature": p["sample.temperature"], "precision": precision, "text": text}
+                     for seed, text in zip(seeds, texts)]
+            print(f"{target} ({precision}): {texts[0][:60]!r}...")
         run.log_table(rows, SAMPLES_TABLE)
 
 

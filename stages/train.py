@@ -9,9 +9,11 @@ only rank 0 tracks and writes.
 from charrnn import distributed, logged_models, params, tracking
 from charrnn.atomic import write_csv, write_json
 from charrnn.batches import load_ids
+from charrnn.device import pick_device
 from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.sample import check_sampling, sampling_options
 from charrnn.split import require_one_batch
+from charrnn.steppers import resolve
 from charrnn.train import train
 from charrnn.vocab import Vocab
 
@@ -24,6 +26,7 @@ def main():
     vocab = Vocab.load(VOCAB)
     try:  # the sample stage runs after hours of training: a bad sample option must fail now, not then
         check_sampling(vocab, **sampling_options(p))
+        resolve(p["sample.precision"], pick_device(p["device"]), p["cell"])
     except CharRNNError as err:
         raise CharRNNError(f"params.yaml sample section: {err}") from None
     train_ids = load_ids("data/split/train.npy")

@@ -41,6 +41,7 @@ def test_defaults_are_valid_and_match_params_yaml():
         ("sample.top_k", "five", "sample.top_k must be an integer"),
         ("batch_size", None, "batch_size must be an integer >= 1 (got None)"),
         ("resume", "yes", "resume must be true or false"),
+        ("sample.precision", "fp16", "sample.precision must be one of auto, fp32, bf16, int8 (got 'fp16')"),
     ],
 )
 def test_bad_values_are_named(name, value, fragment):

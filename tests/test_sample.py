@@ -1,14 +1,20 @@
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from charrnn import checkpoint
+from charrnn.device import has_bf16_kernels
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import evaluate_checkpoint
+from charrnn.evaluate import evaluate, evaluate_checkpoint
+from charrnn.model import CharRNN
+from charrnn.params import SCHEMA
 from charrnn.sample import generate, pick, uniform
+from charrnn.steppers import PRECISIONS, make_stepper, resolve, teacher_forced_loss
 from charrnn.train import train
 from charrnn.vocab import Vocab
 from conftest import assert_clean_error, tiny_corpus, tiny_params
@@ -132,3 +138,86 @@ def test_a_checkpoint_of_another_corpus_is_refused(trained):
     other = Vocab(chars=vocab.chars, corpus="anna", sha256="f" * 64)
     with pytest.raises(CharRNNError, match="was trained on corpus 'tiny', but the data is 'anna'"):
         evaluate_checkpoint(folder / "best.pt", other, {"val": val_ids}, "cpu")
+
+
+REDUCED = ["int8", pytest.param("bf16", marks=pytest.mark.skipif(not has_bf16_kernels("cpu"), reason="no CPU bf16 kernels"))]
+
+
+@pytest.mark.parametrize("precision", ["fp32", *REDUCED])
+def test_a_seed_writes_the_same_text_every_time_at_each_precision(trained, precision):
+    model, vocab, *_ = trained
+    first = generate(model, vocab, "the", 200, seeds=[4, 5], precision=precision)
+    assert generate(model, vocab, "the", 200, seeds=[4, 5], precision=precision) == first
+    assert generate(model, vocab, "the", 200, seeds=[5], precision=precision) == first[1:]  # a batch = single streams
+    assert all(text.startswith("the") and len(text) == 203 for text in first)
+
+
+@pytest.mark.parametrize("precision", REDUCED)
+def test_reduced_precision_writes_the_learned_text_at_nearly_fp32_loss(trained, precision):
+    model, vocab, _, val_ids, _ = trained
+    greedy = generate(model, vocab, "the ", 120, temperature=0, precision=precision)[0]
+    assert "sat on the mat. the " in greedy  # the tiny corpus's sentence, learned
+    fp32 = teacher_forced_loss(model, val_ids, "fp32")
+    assert abs(teacher_forced_loss(model, val_ids, precision) - fp32) < 0.01  # nats/char, as auto asks
+
+
+def test_the_fp32_generation_path_scores_the_evaluation_protocols_loss(trained):
+    model, vocab, _, val_ids, _ = trained
+    assert teacher_forced_loss(model, val_ids, "fp32") == pytest.approx(evaluate(model, val_ids, "cpu"), abs=1e-5)
+
+
+def test_auto_and_the_precisions_a_device_or_cell_cannot_run():
+    assert resolve("auto", "cpu") == ("bf16" if has_bf16_kernels("cpu") else "int8")
+    assert resolve("auto", "cpu", "gru") == "fp32" and resolve("fp32", "cpu", "gru") == "fp32"
+    with pytest.raises(CharRNNError, match="bf16 generation is implemented for LSTM models, and this one is a gru"):
+        resolve("bf16", "cpu", "gru")
+    with pytest.raises(CharRNNError, match="int8 generation runs on the CPU only"):
+        resolve("int8", "cuda")
+    with pytest.raises(CharRNNError, match="precision must be one of auto, fp32, bf16, int8"):
+        resolve("fp16", "cpu")
+    assert PRECISIONS == tuple(SCHEMA["sample.precision"].rule.removeprefix("one of ").split(", "))
+
+
+def test_cli_precision_flag(trained):
+    folder = trained[2]
+    args = ["sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the", "--length", "300", "--seed", "5"]
+    runs = {precision: cli(*args, "--precision", precision) for precision in ("int8", "fp32")}
+    for result in runs.values():
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("the") and len(result.stdout) == 3 + 300 + 1
+    assert cli(*args, "--precision", "int8").stdout == runs["int8"].stdout
+    assert runs["int8"].stdout != runs["fp32"].stdout  # another precision writes other text
+    bad = cli(*args, "--precision", "fp16")
+    assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr
+
+
+def test_the_served_model_takes_a_precision(trained):
+    from mlflow.exceptions import MlflowException
+
+    from charrnn.pyfunc import CharRNNModel
+
+    served = CharRNNModel()
+    served.load_context(SimpleNamespace(artifacts={"checkpoint": str(trained[2] / "best.pt")}))
+    rows = pd.DataFrame({"prime": ["the", "the"], "length": [150, 150], "seed": [1, 1]})
+    int8 = served.predict(None, rows, params={"precision": "int8"})
+    assert int8[0] == int8[1] and int8 == served.predict(None, rows, params={"precision": "int8"})
+    assert served.predict(None, rows) == served.predict(None, rows, params={"precision": resolve("auto", "cpu")})
+    with pytest.raises(MlflowException, match="precision must be one of"):
+        served.predict(None, rows, params={"precision": "fp16"})
+
+
+@pytest.mark.parametrize("precision", REDUCED)
+@pytest.mark.parametrize("embedding_size", [0, 8])
+def test_a_reduced_precision_step_is_close_to_the_fp32_step(precision, embedding_size):
+    torch.manual_seed(0)
+    model = CharRNN(vocab_size=20, lstm_size=32, num_layers=3, dropout=0.0, embedding_size=embedding_size).eval()
+    ids = torch.randint(0, 20, (4, 6))
+    with torch.no_grad():
+        _, state = model(ids[:, :5])
+        expected, (h, c) = model(ids[:, 5:], state)
+        with torch.inference_mode():
+            logits, (step_h, step_c) = make_stepper(model, precision)(ids[:, 5], state)
+    assert logits.dtype == step_h.dtype == step_c.dtype == torch.float32
+    torch.testing.assert_close(logits, expected[:, 0], atol=0.02, rtol=0)
+    torch.testing.assert_close(step_h, h, atol=0.02, rtol=0)
+    torch.testing.assert_close(step_c, c, atol=0.02, rtol=0)

@@ -8,6 +8,7 @@ from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.params import SCHEMA
 from charrnn.sample import format_samples, generate, usable_prime
 from charrnn.device import pick_device
+from charrnn.steppers import PRECISIONS
 from charrnn.vocab import Vocab
 
 # charrnn.tracking imports MLflow (seconds); the commands that need it import it when they run.
@@ -35,7 +36,8 @@ def _sample(args):
         sys.stdout.flush()
 
     texts = generate(model, vocab, args.prime, args.length, args.temperature, args.top_k, args.top_p, seeds,
-                     pick_device(args.device), args.drop_unknown, on_step=print_step if stream else None)
+                     pick_device(args.device), args.drop_unknown, on_step=print_step if stream else None,
+                     precision=args.precision)
     if started:
         sys.stdout.write("\n")
     else:
@@ -117,6 +119,9 @@ def build_parser():
     _sampling_arguments(sample, "prime", "length", "temperature", "top_k", "top_p", "seed", "num_samples")
     sample.add_argument("--drop-unknown", action="store_true", help="drop prime characters outside the vocabulary")
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    sample.add_argument("--precision", default=SCHEMA["sample.precision"].default, choices=PRECISIONS,
+                        help="of the generation steps: auto is bf16 where the device has bf16 kernels, else int8 "
+                        "weights on a CPU, else fp32; another precision writes other text (default: %(default)s)")
     sample.set_defaults(run=_sample)
 
     side = commands.add_parser(

@@ -8,20 +8,24 @@ stream with the same seed writes, and a seed alone reproduces a sample.
 import torch
 
 from charrnn.errors import CharRNNError
+from charrnn.steppers import make_stepper, resolve
 
 _MASK32 = 0xFFFFFFFF
 
 
 def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0, seeds=(0,),
-             device="cpu", drop_unknown=False, on_step=None):
+             device="cpu", drop_unknown=False, on_step=None, precision="fp32"):
     """Return one text per seed: `prime` followed by `length` generated characters.
 
     temperature 0 is greedy decoding (deterministic, and prone to loops); top_k None and top_p 1 are off.
     `on_step(ids)` is called with each step's new ids (one per stream), for streaming output.
+    `precision` is the generation steps' (steppers.PRECISIONS; auto as steppers.resolve): the prime is
+    read in fp32, the sampling arithmetic is fp32 whatever it is.
     """
     prime = check_sampling(vocab, prime, length, temperature, top_k, top_p, drop_unknown)
     if len(seeds) < 1:
         raise CharRNNError("num_samples must be >= 1")
+    precision = resolve(precision, device, model.config["cell"])
     prime_ids = torch.as_tensor(vocab.encode(prime), dtype=torch.long, device=device)
     seeds = torch.as_tensor(list(seeds), dtype=torch.int64, device=device)
     model = model.to(device).eval()
@@ -31,7 +35,7 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
     with torch.inference_mode():
         logits, state = model(prime_ids.expand(len(seeds), -1))  # the whole prime in one pass
         logits = logits[:, -1]
-        advance = model.stepper()
+        advance = make_stepper(model, precision)
         for step in range(length):
             ids = pick(logits, temperature, top_k, top_p, uniforms[:, step])
             out[:, step] = ids

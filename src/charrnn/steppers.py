@@ -1,0 +1,180 @@
+"""Generation precision: the one-character step of a CharRNN in fp32, bf16 or with int8 weights.
+
+fp32 is CharRNN.stepper(): the fused single-step cell kernels on the fp32 weights. bf16 and int8
+(LSTM models) cut the bytes and the arithmetic of the recurrent matrix products, which bound
+generation on the CPU (one stream reads every weight per character; a batch of streams is matrix
+products), and keep the rest in fp32:
+
+- layer 0's input product is a row gather from an fp32 table (every input row times W_ih, plus both
+  biases), made once: the same values as a product with a one-hot row, at no cost per step;
+- every other product is one matrix product per layer, [input, h] times [W_ih, W_hh] (h alone for
+  layer 0), accumulated in fp32: in bf16, bias included (on the CPU with the weights prepacked for
+  oneDNN), or with int8 weights with a scale per output row (torch._weight_int8pack_mm on bf16
+  activations; more than INT8_ROWS streams use the same weights expanded to fp32, see _Int8Product);
+- the gates, the cell state, the state between steps and the head (logits) are fp32; tanh is
+  computed as 2 sigmoid(2x) - 1 (the CPU's fp32 tanh is ~6x slower than its sigmoid), with the
+  factor 2 of the cell gate folded into its weights and bias (exact).
+
+Another precision writes other text from the same seed; each writes the same text every time on a
+given machine. `auto` is bf16 where the device has bf16 kernels, else int8 weights on a CPU (their
+cost, measured by bench/generation.py, is within MAX_COST), else fp32.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from charrnn.batches import streams
+from charrnn.device import has_bf16_kernels
+from charrnn.errors import CharRNNError
+from charrnn.evaluate import num_streams
+
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # the choices of sample.precision and --precision
+MAX_COST = 0.01  # nats/char: the most a precision may lose against fp32 (teacher-forced val loss) for auto
+INT8_IN_AUTO = True  # its measured cost is within MAX_COST (README, Benchmarks): auto may pick it
+INT8_ROWS = 16  # streams up to which the int8 kernel beats an fp32 product on the CPU (measured, AVX2 and AVX512)
+
+
+def resolve(precision, device, cell="lstm"):
+    """The precision generation runs in: `auto` as the module says; a precision the device or the cell
+    cannot run is an error naming the choices that can."""
+    device_type = torch.device(device).type
+    if precision not in PRECISIONS:
+        raise CharRNNError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if precision == "auto":
+        if cell != "lstm":
+            return "fp32"
+        if has_bf16_kernels(device_type):
+            return "bf16"
+        return "int8" if device_type == "cpu" and INT8_IN_AUTO else "fp32"
+    if precision != "fp32" and cell != "lstm":
+        raise CharRNNError(f"{precision} generation is implemented for LSTM models, and this one is a {cell}: "
+                           "use precision auto or fp32")
+    if precision == "bf16" and not has_bf16_kernels(device_type):
+        which, others = ("GPU", "auto or fp32") if device_type == "cuda" else ("CPU", "auto, fp32 or int8")
+        raise CharRNNError(f"precision is bf16, but this {which} has no bf16 kernels: use precision {others}")
+    if precision == "int8" and device_type != "cpu":
+        raise CharRNNError("int8 generation runs on the CPU only: use precision auto, bf16 or fp32 on a GPU")
+    return precision
+
+
+def make_stepper(model, precision):
+    """A function (ids (batch,), state) → (logits (batch, vocab) fp32, state) for generation at a resolved
+    precision (see resolve); the state is the model's, (h, c) in fp32. It keeps its own copy of the
+    weights: make a new one after training more."""
+    if precision == "fp32":
+        return model.stepper()
+    return _ReducedStep(model, precision)
+
+
+class _ReducedStep:
+    """An LSTM step with bf16 or int8 matrix products and fp32 gates, state and head (see the module)."""
+
+    def __init__(self, model, precision):
+        if model.config["cell"] != "lstm":
+            raise CharRNNError(f"{precision} generation is implemented for LSTM models only")
+        rnn, size = model.rnn, model.config["lstm_size"]
+        layers = [[_gate_rows(getattr(rnn, f"{name}_l{layer}").detach().float(), size)
+                   for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                  for layer in range(model.config["num_layers"])]
+        product = _Bf16Product if precision == "bf16" else _Int8Product
+        w_ih, w_hh, b_ih, b_hh = layers[0]
+        with torch.no_grad():
+            every_input = model._inputs(torch.arange(model.config["vocab_size"], device=w_ih.device)).float()
+            self.table = every_input @ w_ih.t() + b_ih + b_hh  # (vocab, 4 size): layer 0's input product
+        self.products = [product(w_hh)] + [product(torch.cat([w_ih, w_hh], 1), b_ih + b_hh)
+                                           for w_ih, w_hh, b_ih, b_hh in layers[1:]]
+        self.head_weight, self.head_bias = model.head.weight.detach().float(), model.head.bias.detach().float()
+        self.size = size
+
+    def __call__(self, ids, state):
+        hidden, cells = state
+        new_hidden = hidden.new_empty(hidden.shape, dtype=torch.float32)
+        new_cells = cells.new_empty(cells.shape, dtype=torch.float32)
+        for layer, product in enumerate(self.products):
+            if layer == 0:
+                gates = F.embedding(ids.long(), self.table).add_(product(hidden[0]))
+            else:
+                gates = product(torch.cat([new_hidden[layer - 1], hidden[layer]], 1))
+            _lstm_cell(gates, cells[layer], self.size, new_hidden[layer], new_cells[layer])
+        return F.linear(new_hidden[-1], self.head_weight, self.head_bias), (new_hidden, new_cells)
+
+
+def _gate_rows(tensor, size):
+    """An LSTM weight or bias with its gate rows reordered from (i, f, g, o) to (i, f, o, 2g)."""
+    i, f, g, o = tensor.split(size)
+    return torch.cat([i, f, o, 2 * g])
+
+
+def _lstm_cell(gates, c, size, h_out, c_out):
+    """Write the new h and c into h_out and c_out from the pre-activations (in _gate_rows' order) and the
+    old c, in fp32, with tanh(x) = 2 sigmoid(2x) - 1: c' = f c + i (2 s_g - 1), h = o (2 sigmoid(2c') - 1)."""
+    i, f, o, g = gates.float().sigmoid().split(size, 1)
+    torch.addcmul(torch.addcmul(-i, f, c), i, g, value=2, out=c_out)
+    torch.addcmul(-o, o, c_out.mul(2).sigmoid_(), value=2, out=h_out)
+
+
+class _Dense:
+    """x @ weight.T (+ bias) with weight, bias and x in `dtype`, accumulated in fp32; on the CPU through
+    oneDNN with the weights prepacked (for one row about 2.5x faster in bf16, 1.8x in fp32, than the
+    same product on a plain matrix)."""
+
+    def __init__(self, weight, bias, dtype):
+        self.weight, self.dtype = weight.to(dtype), dtype
+        self.bias = None if bias is None else bias.to(dtype)
+        self.packed = None
+        if self.weight.is_cpu and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1)
+
+    def __call__(self, x):
+        x = x.to(self.dtype)
+        if self.packed is None:
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+def _Bf16Product(weight, bias=None):
+    """bf16 weights, bias and inputs; the result rounded to bf16."""
+    return _Dense(weight, bias, torch.bfloat16)
+
+
+class _Int8Product:
+    """x @ weight.T (+ bias) with int8 weights, one bf16 scale per output row (symmetric, rounded to
+    nearest), and bf16 inputs, accumulated in fp32; the bias is added in fp32. Up to INT8_ROWS rows
+    (streams) go through the int8 kernel; more through an fp32 product with the same weights (int8 times
+    bf16 scale is exact in fp32), which is faster for many rows than the CPU's int8 kernel."""
+
+    def __init__(self, weight, bias=None):
+        scale = (weight.abs().amax(1) / 127).clamp(min=1e-12).to(torch.bfloat16)
+        self.scale, self.bias = scale, bias
+        self.weight = (weight / scale.float()[:, None]).round().clamp(-127, 127).to(torch.int8)
+        self.dense = None
+
+    def __call__(self, x):
+        x = x.to(torch.bfloat16)
+        if x.shape[0] > INT8_ROWS:
+            if self.dense is None:
+                self.dense = _Dense(self.weight.float() * self.scale.float()[:, None], self.bias, torch.float32)
+            return self.dense(x.float())
+        product = torch._weight_int8pack_mm(x, self.weight, self.scale)
+        return product if self.bias is None else torch.add(product, self.bias)
+
+
+@torch.no_grad()
+def teacher_forced_loss(model, ids, precision, device="cpu"):
+    """Mean cross-entropy (nats/char) of the generation path at `precision` over the split `ids`: the
+    split cut into the evaluation protocol's streams, every stream read one character at a time by the
+    stepper with its state carried from its first character, every character after that scored.
+    In fp32 it equals the protocol's loss (evaluate.evaluate) to float rounding."""
+    model = model.to(device).eval()
+    inputs, targets = (torch.from_numpy(a.astype("int64")).to(device) for a in streams(ids, num_streams(len(ids))))
+    batch = inputs.shape[0]
+    size, layers = model.config["lstm_size"], model.config["num_layers"]
+    zeros = torch.zeros(layers, batch, size, device=device)
+    state = (zeros, zeros) if model.config["cell"] == "lstm" else zeros
+    step = make_stepper(model, precision)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    with torch.inference_mode():
+        for t in range(inputs.shape[1]):
+            logits, state = step(inputs[:, t], state)
+            total += F.cross_entropy(logits.float(), targets[:, t], reduction="sum")
+    return (total / targets.numel()).item()
