@@ -14,8 +14,6 @@ import argparse
 import math
 import time
 
-import torch
-
 from common import PARAMS_FILE, corpus_ids, device_sync, machine
 from charrnn import checkpoint, params
 from charrnn.device import pick_device

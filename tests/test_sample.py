@@ -155,10 +155,17 @@ def test_a_seed_writes_the_same_text_every_time_at_each_precision(trained, preci
 @pytest.mark.parametrize("precision", REDUCED)
 def test_reduced_precision_writes_the_learned_text_at_nearly_fp32_loss(trained, precision):
     model, vocab, _, val_ids, _ = trained
-    greedy = generate(model, vocab, "the ", 120, temperature=0, precision=precision)[0]
-    assert "sat on the mat. the " in greedy  # the tiny corpus's sentence, learned
+    learned = {precision: known_words(generate(model, vocab, "the ", 600, temperature=0.5, top_k=3, seeds=range(8),
+                                               precision=precision)) for precision in ("fp32", precision)}
+    assert learned[precision] > 0.6 and abs(learned[precision] - learned["fp32"]) < 0.1  # both ~0.74 here
     fp32 = teacher_forced_loss(model, val_ids, "fp32")
     assert abs(teacher_forced_loss(model, val_ids, precision) - fp32) < 0.01  # nats/char, as auto asks
+
+
+def known_words(texts):
+    """The share of the words in `texts` that are words of the tiny corpus."""
+    words = [word for text in texts for word in text.replace(".", " ").split()]
+    return sum(word in {"the", "cat", "dog", "rat", "bat", "sat", "on", "mat"} for word in words) / len(words)
 
 
 def test_the_fp32_generation_path_scores_the_evaluation_protocols_loss(trained):
