@@ -74,7 +74,7 @@ def test_bad_sample_options_stop_the_train_stage_before_it_trains(tmp_path):
                             ({"sample.prime": "Far"}, "sample section: characters not in the mine vocabulary: 'F', 'r'"),
                             ({"sample.top_k": 0}, "sample.top_k must be an integer from 1"),  # caught with params
                             ({"sample.precision": "fp16"}, "sample.precision must be one of auto, fp32, bf16, int8"),
-                            ({"sample.precision": "int8", "cell": "gru"},
+                            ({"sample.precision": "int8", "cell": "gru", "sample.prime": "abc"},
                              "int8 generation is implemented for LSTM models, and this one is a gru")]:
         write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10, **sample)
         assert_clean_error(run_stage("train", tmp_path), message)
