@@ -16,6 +16,7 @@ from mlflow.entities import LoggedModelStatus
 
 from charrnn import checkpoint
 from charrnn.registry import CHAMPION
+from charrnn.steppers import resolve
 from conftest import PIPELINE, assert_clean_error, make_project, tiny_corpus, tiny_params, write_params
 
 CHECKPOINTED = dict(PIPELINE, lstm_size=8, keep_checkpoints=40)  # 143 steps: kept 40, 80, 120, and best.pt
@@ -106,6 +107,12 @@ def test_every_kept_checkpoint_and_best_is_a_logged_model_with_its_val_loss(trac
     model = mlflow.pyfunc.load_model(f"models:/{kept.model_id}")
     text = model.predict(pd.DataFrame({"prime": ["To"], "length": [20]}))[0]
     assert text.startswith("To") and len(text) == 22
+    assert model.metadata.get_params_schema().to_dict() == [
+        {"name": "precision", "type": "string", "default": "auto", "shape": None}]
+    int8 = model.predict(pd.DataFrame({"prime": ["To"], "length": [20]}), params={"precision": "int8"})[0]
+    assert int8.startswith("To") and len(int8) == 22
+    with pytest.raises(mlflow.exceptions.MlflowException, match="precision must be one of"):
+        model.predict(pd.DataFrame({"prime": ["To"], "length": [20]}), params={"precision": "fp16"})
 
 
 def test_each_version_carries_its_history_and_the_champion_its_predecessor(tracked):
@@ -132,10 +139,11 @@ def test_the_samples_are_a_table(tracked):
     path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="samples.json",
                                                tracking_uri=f"sqlite:///{tracked.root}/mlruns/mlflow.db")
     table = json.loads(Path(path).read_text())
-    assert table["columns"] == ["checkpoint", "step", "prime", "seed", "temperature", "text"]
+    assert table["columns"] == ["checkpoint", "step", "prime", "seed", "temperature", "precision", "text"]
     rows = [dict(zip(table["columns"], row)) for row in table["data"]]
     assert [row["step"] for row in rows][:3] == [40, 80, 120] and rows[-1]["checkpoint"] == "best"
     assert all(row["prime"] == "Far" and row["text"].startswith("Far") and row["seed"] == 1234 for row in rows)
+    assert {row["precision"] for row in rows} == {resolve("auto", "cpu")}  # sample.precision auto, resolved
 
 
 def compare(tracked, *args, columns=60):
