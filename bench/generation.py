@@ -72,7 +72,7 @@ def main():
     net = peer.PeerCharRNN(len(vocab))
     peer_rate = best_rate(lambda n: peer.sample(net, n, vocab.encode(PRIME)), args.peer_length, "cpu", args.repeat)
     print(f"peer notebook, 1 stream (CPU): {peer_rate:,.0f} chars/s")
-    header = (f"{'precision':<10}" + "".join(f"{name + ' bpc':>10}{'cost':>9}" for name in splits)
+    header = (f"{'precision':<10}" + "".join(f"{name + ' bpc':>10}{'cost':>10}" for name in splits)
               + f"{'1 stream':>14}{'':>8}{f'{args.streams} streams':>14}")
     print(header + "\n" + "-" * len(header))
     reference = {}
@@ -89,7 +89,7 @@ def main():
         seeds = range(args.streams)
         many = args.streams * best_rate(lambda n: generate(model, vocab, PRIME, n, top_k=5, seeds=seeds, device=device,
                                                            precision=precision), args.batch_length, device, args.repeat)
-        print(f"{precision:<10}" + "".join(f"{losses[name] / math.log(2):>10.4f}{losses[name] - reference[name]:>+9.4f}"
+        print(f"{precision:<10}" + "".join(f"{losses[name] / math.log(2):>10.4f}{losses[name] - reference[name]:>+10.5f}"
                                            for name in splits)
               + f"{one:>14,.0f}{f'{one / peer_rate:.1f}x':>8}{many:>14,.0f}  chars/s", flush=True)
     print(f"bpc: bits per character of the generation path, teacher-forced; cost: its loss minus fp32's in nats/char "
