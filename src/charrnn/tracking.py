@@ -262,8 +262,11 @@ class TrainingTracker:
 
 
 def log_training(run, metrics, history, vocab_path):
-    """After training: summary metrics, the vocabulary and the loss curves as an image."""
-    run.log_metrics({key: value for key, value in metrics.items() if isinstance(value, (int, float))})
+    """After training: summary metrics, the vocabulary and the loss curves as an image. The final
+    train_loss and val_loss are already the last points of their curves (logged at their step), so
+    they are not logged again: at step 0 they would draw the curves back to the start."""
+    run.log_metrics({key: value for key, value in metrics.items()
+                     if isinstance(value, (int, float)) and key not in ("train_loss", "val_loss")})
     run.client.set_tag(run.id, "device", metrics["device"])
     run.log_artifact(vocab_path)
     with tempfile.TemporaryDirectory() as folder:
