@@ -21,6 +21,7 @@ instead (`npm pack`), so no CDN needs to be reachable.
 """
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -34,7 +35,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from mlflow import MlflowClient
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Error as BrowserError, sync_playwright
 
 from charrnn import params, tracking
 from charrnn.errors import CharRNNError, exit_on_error
@@ -143,11 +144,14 @@ def dvc_plots(page):
     shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show"], capture_output=True, text=True)
     if shown.returncode != 0:
         raise CharRNNError(f"dvc plots show failed: {(shown.stderr.strip().splitlines() or ['no output'])[-1]}")
+    html = Path("dvc_plots/index.html")
     with tempfile.TemporaryDirectory() as folder:
-        page.route("https://cdn.jsdelivr.net/npm/**", lambda route: route.fulfill(
-            body=npm_file(route.request.url.split("/npm/", 1)[1], folder), content_type="text/javascript"))
-        page.goto((Path("dvc_plots") / "index.html").resolve().as_uri())
-        settle(page, ".vega-embed .marks")
+        scripts = {url: npm_file(spec, folder)
+                   for url, spec in re.findall(r'src="(https://cdn\.jsdelivr\.net/npm/([^"]+))"', html.read_text())}
+    page.route("https://cdn.jsdelivr.net/**",
+               lambda route: route.fulfill(body=scripts[route.request.url], content_type="text/javascript"))
+    page.goto(html.resolve().as_uri())
+    settle(page, ".vega-embed .marks")
     page.locator(".vega-embed").first.screenshot(path=IMG / "dvc-plots.png")
 
 
@@ -170,13 +174,17 @@ def main():
                                                  order_by=["attributes.start_time DESC"], max_results=2)
         if not runs or len(runs) < 2:
             raise CharRNNError(f"experiment {name} needs two finished runs: dvc repro, then dvc exp run -S ...")
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport=VIEWPORT)
-        charts(page, url, experiment.experiment_id)
-        models(page, url, experiment.experiment_id)
-        compare(page, url, experiment.experiment_id, runs)
-        dvc_plots(browser.new_page(device_scale_factor=2))  # a small plot: twice the pixels
-        browser.close()
+        try:
+            browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport=VIEWPORT)
+            charts(page, url, experiment.experiment_id)
+            models(page, url, experiment.experiment_id)
+            compare(page, url, experiment.experiment_id, runs)
+            dvc_plots(browser.new_page(device_scale_factor=2))  # a small plot: twice the pixels
+            browser.close()
+        except BrowserError as err:  # say a newer MLflow changed a view: which step, waiting for what
+            lines = str(err).strip().splitlines()
+            raise CharRNNError(f"{lines[0]} ({lines[-1].strip()})") from None
     for path in sorted(IMG.glob("*.png")):
         print(path)
 
