@@ -74,6 +74,8 @@ def connect():
     seconds rather than minutes of MLflow's retries and a traceback.
     """
     uri = tracking_uri()
+    # no progress bar per artifact in the stages' logs (logging a model with an input example loads it back)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith(("http://", "https://")):
         try:
             # asked without credentials: /health needs none, and urllib would take them for the host
