@@ -14,6 +14,7 @@ params.yaml and its two latest finished runs, and writes
     mlflow-models.png   its Models tab: every logged checkpoint with its val_loss and val_bpc (the open-source
                         UI sorts this list by creation time only: its sorting by metrics is switched off)
     mlflow-compare.png  the two runs compared: val_loss against the params that differ
+    mlflow-registry.png the champion's page in the model registry: its metrics, tags and history
     dvc-plots.png       `dvc plots show`: the workspace's train and val loss curves
 
 dvc's plot page loads vega from a CDN; the page gets the same files from the npm registry's packages
@@ -37,7 +38,7 @@ from urllib.parse import quote
 from mlflow import MlflowClient
 from playwright.sync_api import Error as BrowserError, sync_playwright
 
-from charrnn import params, tracking
+from charrnn import params, registry, tracking
 from charrnn.errors import CharRNNError, exit_on_error
 
 IMG = Path("docs/img")
@@ -128,6 +129,13 @@ def compare(page, url, experiment_id, runs):
     page.screenshot(path=IMG / "mlflow-compare.png")
 
 
+def champion(page, url, name):
+    version = MlflowClient(url).get_model_version_by_alias(name, registry.CHAMPION)
+    page.goto(f"{url}/#/models/{name}/versions/{version.version}?{ML_VIEW}")
+    settle(page, f"text={registry.CHAMPION}")
+    page.screenshot(path=IMG / "mlflow-registry.png", full_page=True)
+
+
 def npm_file(spec, folder):
     """The file that a CDN serves for an npm package spec such as vega-lite@5.2.0."""
     packed = subprocess.run(["npm", "pack", spec, "--json", "--pack-destination", folder],
@@ -165,7 +173,8 @@ def main():
     vocab = Path("data/prepared/vocab.json")
     if not vocab.exists():
         raise CharRNNError("no data/prepared/vocab.json: run this from the project root after `dvc repro`")
-    name = tracking.experiment_name(params.load(), json.loads(vocab.read_text())["corpus"])
+    corpus = json.loads(vocab.read_text())["corpus"]
+    name = tracking.experiment_name(params.load(), corpus)
     IMG.mkdir(parents=True, exist_ok=True)
     with mlflow_server(tracking.tracking_uri()) as url, sync_playwright() as playwright:
         client = MlflowClient(url)
@@ -180,6 +189,7 @@ def main():
             charts(page, url, experiment.experiment_id)
             models(page, url, experiment.experiment_id)
             compare(page, url, experiment.experiment_id, runs)
+            champion(page, url, registry.model_name(corpus))
             dvc_plots(browser.new_page(device_scale_factor=2))  # a small plot: twice the pixels
             browser.close()
         except BrowserError as err:  # say a newer MLflow changed a view: which step, waiting for what
