@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from common import corpus_ids, device_sync, machine
+from common import corpus_ids, device_sync, gpu_limits, machine
 from charrnn import checkpoint, distributed, params
 from charrnn.batches import windows
 from charrnn.checkpoint import Checkpointer
@@ -271,6 +271,8 @@ def main():
     args = parser.parse_args()
     device = pick_device(args.device)
     print(f"machine: {machine()}; device {device}")
+    if device == "cuda":
+        print(f"limits: {gpu_limits()}")
     for name in args.checks.split(","):
         start = time.perf_counter()
         try:

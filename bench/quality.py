@@ -8,6 +8,10 @@ cosine learning rate that reaches its floor when the time is up), the peer with 
 settings (2×512, batch 128 × 100, dropout 0.5, Adam 1e-3), each for the same wall-clock time.
 Both are then scored by charrnn's evaluate(): mean nats/char over the whole val split by the one
 evaluation protocol (fp32, state carried; charrnn.evaluate).
+
+charrnn's line ends with the share of the budget's arithmetic it used: its training FLOP (chars x
+the model's training FLOP per character, common.model_cost) over the seconds it trained times the
+fastest matrix product measured in its precision before training (common.limits).
 """
 
 import argparse
@@ -17,12 +21,12 @@ import time
 import torch
 import yaml
 
-from common import corpus_ids, device_sync, machine
+from common import corpus_ids, device_sync, limits, machine, model_cost
 from charrnn.batches import windows
 from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.model import CharRNN
 from charrnn.split import split_bounds
-from charrnn.device import pick_device, precision_context
+from charrnn.device import pick_device, precision_context, resolve_precision
 from charrnn.evaluate import evaluate
 from charrnn.train import train_step
 import peer
@@ -112,6 +116,9 @@ def main():
     train_ids, val_ids = (ids[slice(*bounds[name])] for name in ("train", "val"))
 
     print(f"machine: {machine()}; device {device}")
+    cost = model_cost(len(vocab), config)
+    limit = limits(device, cost, cost.train_shapes(config["batch_size"], config["num_steps"]))
+    print(f"limits: {limit}")
     print(f"tiny-shakespeare: {len(train_ids):,} train / {len(val_ids):,} val characters; budget {args.budget:g} s")
     torch.manual_seed(0)
     model = CharRNN.from_params(len(vocab), config).to(device)
@@ -123,6 +130,9 @@ def main():
     chars = steps * config["batch_size"] * config["num_steps"]
     print(f"  charrnn  val {val:.4f} nats/char after {steps:,} steps in {seconds:.1f} s "
           f"({chars / len(train_ids):.1f} epochs, {chars / seconds:,.0f} chars/s)  {config}")
+    precision = resolve_precision(device, config["precision"])
+    print(f"  charrnn  {limit.of_peak(chars * cost.flop_train / seconds, precision)}: the share of the budget's "
+          f"arithmetic its training used")
     if not args.no_peer:
         net = peer_for(vocab, train_ids, args.budget)
         val = evaluate(net, val_ids, "cpu")

@@ -7,6 +7,10 @@ LSTM over one-hot Anna Karenina, batch 128 × 100 steps, dropout 0.5, Adam 1e-3,
 peer and for charrnn's training step in fp32 and bf16, then at the project's default params. Where
 bf16 runs, it also trains fp32 and bf16 for --val-steps steps from the same seed and compares their
 val loss (the last 10% of the text), since speed is worth nothing if the model learns less.
+
+Each figure also shows the FLOP/s it makes (chars/s x the model's training FLOP per character,
+common.model_cost) as a percentage of the fastest matrix product measured in the same run in its
+precision (common.limits): training is bound by matrix-product throughput.
 """
 
 import argparse
@@ -15,7 +19,7 @@ import math
 
 import torch
 
-from common import PARAMS_FILE, corpus_ids, device_sync, machine, timed
+from common import PARAMS_FILE, corpus_ids, device_sync, limits, machine, model_cost, timed
 from charrnn import params
 from charrnn.batches import windows
 from charrnn.errors import exit_on_error
@@ -58,9 +62,10 @@ def val_loss_after(vocab, train_ids, val_ids, device, precision, steps):
     return evaluate(model, val_ids, device)
 
 
-def row(name, rate, peer_rate=None):
+def row(name, rate, peer_rate=None, bound=""):
+    """One figure: chars/s, beside the peer's, and `bound`, its share of the machine's limit."""
     ratio = f"{rate / peer_rate:5.2f}x the peer" if peer_rate else ""
-    print(f"  {name:<44} {rate:>10,.0f} chars/s  {ratio}")
+    print(f"  {name:<44} {rate:>10,.0f} chars/s  {ratio:<15} {bound}")
 
 
 @exit_on_error
@@ -76,29 +81,36 @@ def main():
     precisions = ["fp32"] + (["bf16"] if has_bf16_kernels(torch.device(device).type) else [])
 
     print(f"machine: {machine()}; device {device}")
+    reference_cost = model_cost(len(vocab), REFERENCE)
+    limit = limits(device, reference_cost, reference_cost.train_shapes(REFERENCE["batch_size"], REFERENCE["num_steps"]))
+    print(f"limits: {limit}")
+
+    def bound(rate, config, precision):
+        return limit.of_peak(rate * model_cost(len(vocab), config).flop_train, precision)
+
     print(f"reference config: 2x512 LSTM, one-hot, batch 128 x 100, dropout 0.5, Adam 1e-3, clip 5, "
           f"Anna Karenina ({len(vocab)} characters); {args.steps} timed steps")
     peer_rate = peer_chars_per_sec(vocab, ids, steps) if device == "cpu" else None
     if peer_rate:
-        row("peer notebook (fp32, numpy one-hot per step)", peer_rate)
+        row("peer notebook (fp32, numpy one-hot per step)", peer_rate, None, bound(peer_rate, REFERENCE, "fp32"))
     for precision in precisions:
-        row(f"charrnn {precision}", chars_per_sec(charrnn_steps(vocab, ids, REFERENCE, device, precision, steps),
-                                                  REFERENCE, device), peer_rate)
+        rate = chars_per_sec(charrnn_steps(vocab, ids, REFERENCE, device, precision, steps), REFERENCE, device)
+        row(f"charrnn {precision}", rate, peer_rate, bound(rate, REFERENCE, precision))
     if "bf16" not in precisions:
         print(f"  charrnn bf16: not run, this {device.upper()} has no bf16 kernels")
     if device == "cuda":
         big = dict(REFERENCE, lstm_size=1024)
         for precision in precisions:
-            row(f"charrnn {precision}, lstm_size 1024",
-                chars_per_sec(charrnn_steps(vocab, ids, big, device, precision, steps), big, device))
+            rate = chars_per_sec(charrnn_steps(vocab, ids, big, device, precision, steps), big, device)
+            row(f"charrnn {precision}, lstm_size 1024", rate, None, bound(rate, big, precision))
 
     defaults = params.load(PARAMS_FILE)
     config = {key: defaults[key] for key in REFERENCE}
     precision = resolve_precision(device, defaults["precision"])
     print(f"default params.yaml: {config['num_layers']}x{config['lstm_size']} {config['cell']}, "
           f"batch {config['batch_size']} x {config['num_steps']}, dropout {config['dropout']}, {precision}")
-    row(f"charrnn {precision}", chars_per_sec(charrnn_steps(vocab, ids, config, device, precision, steps), config,
-                                            device), peer_rate)
+    rate = chars_per_sec(charrnn_steps(vocab, ids, config, device, precision, steps), config, device)
+    row(f"charrnn {precision}", rate, peer_rate, bound(rate, config, precision))
 
     if "bf16" in precisions and args.val_steps:
         cut = math.floor(len(ids) * 0.9)

@@ -19,7 +19,8 @@ def main():
         splits = {name: load_ids(f"data/split/{name}.npy") for name in ("val", "test")}
         metrics = evaluate_checkpoint("models/best.pt", vocab, splits, pick_device(p["device"]))
         write_json("metrics/eval.json", {**metrics, "eval_protocol": PROTOCOL_ID})
-        run.log_metrics({key: value for key, value in metrics.items() if not key.startswith("test_")})
+        # best.pt's val_loss and val_bpc are on the run's curves at its step already (the same protocol)
+        run.log_metrics({"val_perplexity": metrics["val_perplexity"]})
         # the test metrics also go to best.pt's logged model (its val metrics came with training)
         run.log_metrics({key: value for key, value in metrics.items() if key.startswith("test_")},
                         model_id=tracking.run_record("best_model_id"))

@@ -4,7 +4,8 @@ import torch
 
 from charrnn import params
 from charrnn.batches import num_windows, streams, windows
-from charrnn.model import CELLS, CharRNN
+from charrnn import model as model_module
+from charrnn.model import CELLS, CharRNN, fast_dropout
 
 
 @pytest.mark.parametrize("cell", params.CELL_TYPES)
@@ -50,6 +51,39 @@ def test_the_bf16_rnn_path_runs_in_bf16_and_trains_the_fp32_weights(cell):
     outputs.float().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.rnn.parameters())
     model._rnn_bf16(inputs, state)  # the carried state goes back in
+
+
+@pytest.mark.parametrize("cell", params.CELL_TYPES)
+def test_bf16_training_on_the_cpu_runs_the_layers_of_nn_rnn_with_fast_dropout(cell, monkeypatch):
+    torch.manual_seed(0)
+    model = CharRNN(20, cell, 16, 3, 0.3).train()
+    ids = torch.randint(0, 20, (4, 7))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(1)
+        logits, state = model(ids)
+        torch.manual_seed(1)
+        layered_logits, layered_state = model._train_cpu_bf16(model._inputs(ids), None)
+        assert logits.dtype == torch.bfloat16 and torch.equal(logits, layered_logits)  # forward() takes this path
+        # without the masks, layer by layer is nn.LSTM/GRU/RNN's own computation, bit for bit, the state carried
+        monkeypatch.setattr(model_module, "fast_dropout", lambda x, p: x)
+        model.rnn.dropout = 0.0
+        first, state = model._train_cpu_bf16(model._inputs(ids), None)
+        second, state = model._train_cpu_bf16(model._inputs(ids), state)
+        outputs, reference_state = model.rnn(model._inputs(ids))
+        outputs, reference_state = model.rnn(model._inputs(ids), reference_state)
+        expected = model.head(outputs)
+    assert torch.equal(second, expected)
+    for layered, reference in zip(*(s if cell == "lstm" else [s] for s in (state, reference_state))):
+        assert torch.equal(layered, reference)
+
+
+def test_fast_dropout_zeroes_a_fraction_p_and_scales_the_rest():
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = fast_dropout(x, 0.3)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.005
+    assert torch.allclose(y[y != 0], torch.tensor(1 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient goes through the kept elements alone
 
 
 def test_cells_in_schema_and_model_agree():

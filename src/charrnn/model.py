@@ -9,6 +9,8 @@ from torch import nn
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # the names params.CELL_TYPES allows
 # one time step of one layer of each cell, with the weights of the matching nn.LSTM/GRU/RNN layer
 CELL_STEPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
+# a whole sequence through one stack of layers of each cell (what nn.LSTM/GRU/RNN call)
+CELL_SEQUENCES = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
 _WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
@@ -44,11 +46,35 @@ class CharRNN(nn.Module):
     def forward(self, ids, state=None):
         """ids (batch, steps) → logits (batch, steps, vocab), new state."""
         inputs = self._inputs(ids)
-        if inputs.is_cuda and torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda") == torch.bfloat16:
+        if inputs.is_cuda and _bf16_autocast("cuda"):
             outputs, state = self._rnn_bf16(inputs, state)
+        elif self.training and self.config["dropout"] and not inputs.is_cuda and _bf16_autocast("cpu"):
+            return self._train_cpu_bf16(inputs, state)
         else:
             outputs, state = self.rnn(inputs, state)
         return self.head(self.dropout(outputs)), state
+
+    def _train_cpu_bf16(self, inputs, state):
+        """forward() in training under a bf16 autocast on the CPU: the RNN one layer at a time, each
+        layer's output masked by `fast_dropout`. torch's dropout draws its masks with bernoulli_, ~80 ms
+        for one 128x100x512 activation on two cores, ~15 % of a bf16 training step; this draws masks
+        of the same distribution in a third of that. Being other random numbers, it is kept to bf16:
+        fp32 training still draws torch's masks and stays bit-identical to earlier versions."""
+        cell, num_layers = self.config["cell"], self.config["num_layers"]
+        if state is None:
+            zeros = inputs.new_zeros(num_layers, inputs.shape[0], self.config["lstm_size"])
+            state = (zeros, zeros) if cell == "lstm" else zeros
+        x, layer_states = inputs, []
+        for layer in range(num_layers):
+            weights = [getattr(self.rnn, f"{name}_l{layer}") for name in _WEIGHT_NAMES]
+            layer_state = map_state(state, lambda s: s[layer:layer + 1])  # noqa: B023 (used at once)
+            hx = list(layer_state) if cell == "lstm" else layer_state  # torch.lstm takes [h, c], the others h
+            # (input, hx, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
+            x, *new_state = CELL_SEQUENCES[cell](x, hx, weights, True, 1, 0.0, True, False, True)
+            x = fast_dropout(x, self.config["dropout"])
+            layer_states.append(new_state)
+        new_states = [torch.cat(states) for states in zip(*layer_states)]
+        return self.head(x), tuple(new_states) if cell == "lstm" else new_states[0]
 
     def _rnn_bf16(self, inputs, state):
         """The RNN in bf16, under a bf16 autocast on CUDA. Autocast runs cuDNN's RNN in fp16 whatever
@@ -97,6 +123,17 @@ class CharRNN(nn.Module):
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
+
+
+def _bf16_autocast(device_type):
+    return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.bfloat16
+
+
+def fast_dropout(x, p):
+    """Dropout in training (each element zeroed with probability p, the rest scaled by 1/(1-p)), its
+    mask drawn with torch.rand, about 3x faster on the CPU than torch's bernoulli_."""
+    keep = torch.rand(x.shape, device=x.device) >= p
+    return x * (keep.to(x.dtype) * (1 / (1 - p)))
 
 
 def _column_major(tensor):

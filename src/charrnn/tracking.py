@@ -74,6 +74,8 @@ def connect():
     seconds rather than minutes of MLflow's retries and a traceback.
     """
     uri = tracking_uri()
+    # no progress bar per artifact in the stages' logs (logging a model with an input example loads it back)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     if uri.startswith(("http://", "https://")):
         try:
             # asked without credentials: /health needs none, and urllib would take them for the host
@@ -262,8 +264,11 @@ class TrainingTracker:
 
 
 def log_training(run, metrics, history, vocab_path):
-    """After training: summary metrics, the vocabulary and the loss curves as an image."""
-    run.log_metrics({key: value for key, value in metrics.items() if isinstance(value, (int, float))})
+    """After training: summary metrics, the vocabulary and the loss curves as an image. The final
+    train_loss and val_loss are already the last points of their curves (logged at their step), so
+    they are not logged again: at step 0 they would draw the curves back to the start."""
+    run.log_metrics({key: value for key, value in metrics.items()
+                     if isinstance(value, (int, float)) and key not in ("train_loss", "val_loss")})
     run.client.set_tag(run.id, "device", metrics["device"])
     run.log_artifact(vocab_path)
     with tempfile.TemporaryDirectory() as folder:
