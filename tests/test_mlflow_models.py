@@ -173,6 +173,9 @@ def test_compare_two_versions_side_by_side(tracked):
     (head_a, text_a), (head_b, text_b) = texts(same.stdout)
     assert head_b.startswith("charrnn-hamlet version 2 (@champion): val ") and text_a == text_b
     assert texts(compare(tracked, "models/best.pt", "models:/charrnn-hamlet/2", "--length", "120").stdout)[0][1] == text_a
+    by_precision = {precision: texts(compare(tracked, "models/best.pt", "models:/charrnn-hamlet/2", "--length", "300",
+                                             "--precision", precision).stdout) for precision in ("int8", "fp32")}
+    assert by_precision["int8"][0][1] == by_precision["int8"][1][1] != by_precision["fp32"][0][1]
 
     wide = compare(tracked, "models:/charrnn-hamlet/1", "models:/charrnn-hamlet/2", columns=200).stdout.splitlines()
     assert wide[0].startswith("== charrnn-hamlet version 1: val ") and " | == charrnn-hamlet version 2: val " in wide[0]

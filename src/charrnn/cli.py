@@ -47,7 +47,8 @@ def _sample(args):
 def _compare(args):
     from charrnn.compare import compare
 
-    print(compare(args.model_a, args.model_b, args.prime, args.length, args.seed, args.temperature, args.top_k))
+    print(compare(args.model_a, args.model_b, args.prime, args.length, args.seed, args.temperature, args.top_k,
+                  args.precision))
 
 
 def _promote(args):
@@ -93,6 +94,12 @@ def _sampling_arguments(parser, *names, **defaults):
                             default=defaults.get(name, param.default), help=f"{param.rule} (default: %(default)s)")
 
 
+def _precision_argument(parser):
+    parser.add_argument("--precision", default=SCHEMA["sample.precision"].default, choices=PRECISIONS,
+                        help="of the generation steps: auto is bf16 where the device has bf16 kernels, else int8 "
+                        "weights on a CPU, else fp32; another precision writes other text (default: %(default)s)")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="charrnn", description=__doc__)
     parser.add_argument("--version", action="version", version=f"charrnn {__version__}")
@@ -119,9 +126,7 @@ def build_parser():
     _sampling_arguments(sample, "prime", "length", "temperature", "top_k", "top_p", "seed", "num_samples")
     sample.add_argument("--drop-unknown", action="store_true", help="drop prime characters outside the vocabulary")
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    sample.add_argument("--precision", default=SCHEMA["sample.precision"].default, choices=PRECISIONS,
-                        help="of the generation steps: auto is bf16 where the device has bf16 kernels, else int8 "
-                        "weights on a CPU, else fp32; another precision writes other text (default: %(default)s)")
+    _precision_argument(sample)
     sample.set_defaults(run=_sample)
 
     side = commands.add_parser(
@@ -134,6 +139,7 @@ def build_parser():
     side.add_argument("model_a", metavar="MODEL_A")
     side.add_argument("model_b", metavar="MODEL_B")
     _sampling_arguments(side, "prime", "length", "seed", "temperature", "top_k", length=300)
+    _precision_argument(side)
     side.set_defaults(run=_compare)
 
     promote = commands.add_parser(

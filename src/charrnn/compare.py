@@ -32,14 +32,15 @@ def load(spec):
     return model, vocab, f"{label}: {val}, {size}, step {payload.get('step', '?')}"
 
 
-def compare(spec_a, spec_b, prime, length, seed, temperature, top_k, width=None):
-    """The two models' texts from the same prime and seed, laid out for a terminal `width` columns wide
-    (default: this terminal's): two columns, or one text after the other if too narrow."""
+def compare(spec_a, spec_b, prime, length, seed, temperature, top_k, precision="auto", width=None):
+    """The two models' texts from the same prime and seed at the same generation `precision`, laid out
+    for a terminal `width` columns wide (default: this terminal's): two columns, or one text after the
+    other if too narrow."""
     (model_a, vocab_a, head_a), (model_b, vocab_b, head_b) = load(spec_a), load(spec_b)
     if (vocab_a.chars, vocab_a.sha256) != (vocab_b.chars, vocab_b.sha256):
         raise CharRNNError(f"{spec_a} learned '{vocab_a.corpus}' and {spec_b} '{vocab_b.corpus}': "
                            "models of different corpora are not compared")
-    texts = [generate(model, vocab_a, prime, length, temperature, top_k, seeds=[seed])[0]
+    texts = [generate(model, vocab_a, prime, length, temperature, top_k, seeds=[seed], precision=precision)[0]
              for model in (model_a, model_b)]
     return layout([head_a, head_b], texts, width or shutil.get_terminal_size((100, 24)).columns)
 

@@ -1,8 +1,9 @@
 """Generation: prime the state in one forward pass, then sample step by step on the device.
 
 Each of the N streams of a batch draws its random numbers from a counter-based hash of (its seed,
-the step), not from a shared generator, so stream i of a batch writes exactly the text a single
-stream with the same seed writes, and a seed alone reproduces a sample.
+the step), not from a shared generator, and its step is computed alike alone and in a batch (to fp32
+rounding), so stream i of a batch writes the text a single stream with the same seed writes, and a seed
+alone reproduces a sample.
 """
 
 import torch

@@ -10,13 +10,14 @@ products), and keep the rest in fp32:
 - every other product is one matrix product per layer, [input, h] times [W_ih, W_hh] (h alone for
   layer 0), accumulated in fp32: in bf16, bias included (on the CPU with the weights prepacked for
   oneDNN), or with int8 weights with a scale per output row (torch._weight_int8pack_mm on bf16
-  activations; more than INT8_ROWS streams use the same weights expanded to fp32, see _Int8Product);
+  activations);
 - the gates, the cell state, the state between steps and the head (logits) are fp32; tanh is
   computed as 2 sigmoid(2x) - 1 (the CPU's fp32 tanh is ~6x slower than its sigmoid), with the
   factor 2 of the cell gate folded into its weights and bias (exact).
 
 Another precision writes other text from the same seed; each writes the same text every time on a
-given machine. `auto` is bf16 where the device has bf16 kernels, else int8 weights on a CPU (their
+given machine; a stream's step comes out the same alone as in a batch of any size, to fp32 rounding
+(tests/test_sample.py), so a stream writes the same text alone as in a batch. `auto` is bf16 where the device has bf16 kernels, else int8 weights on a CPU (their
 cost, measured by bench/generation.py, is within MAX_COST), else fp32.
 """
 
@@ -31,7 +32,6 @@ from charrnn.evaluate import num_streams
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # the choices of sample.precision and --precision
 MAX_COST = 0.01  # nats/char: the most a precision may lose against fp32 (teacher-forced val loss) for auto
 INT8_IN_AUTO = True  # its measured cost is within MAX_COST (README, Benchmarks): auto may pick it
-INT8_ROWS = 16  # streams up to which the int8 kernel beats an fp32 product on the CPU (measured, AVX2 and AVX512)
 
 
 def resolve(precision, device, cell="lstm"):
@@ -113,49 +113,39 @@ def _lstm_cell(gates, c, size, h_out, c_out):
     torch.addcmul(-o, o, c_out.mul(2).sigmoid_(), value=2, out=h_out)
 
 
-class _Dense:
-    """x @ weight.T (+ bias) with weight, bias and x in `dtype`, accumulated in fp32; on the CPU through
-    oneDNN with the weights prepacked (for one row about 2.4x faster in bf16, 1.7x in fp32, than the
-    same product on a plain matrix)."""
+class _Bf16Product:
+    """x @ weight.T (+ bias) with bf16 weights, bias and inputs, accumulated in fp32 and rounded to bf16;
+    on the CPU through oneDNN with the weights prepacked (for one row about 2.4x faster than the same
+    product on a plain matrix)."""
 
-    def __init__(self, weight, bias, dtype):
-        self.weight, self.dtype = weight.to(dtype), dtype
-        self.bias = None if bias is None else bias.to(dtype)
+    def __init__(self, weight, bias=None):
+        self.weight = weight.to(torch.bfloat16)
+        self.bias = None if bias is None else bias.to(torch.bfloat16)
         self.packed = None
         if self.weight.is_cpu and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 1)
 
     def __call__(self, x):
-        x = x.to(self.dtype)
+        x = x.to(torch.bfloat16)
         if self.packed is None:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
-def _Bf16Product(weight, bias=None):
-    """bf16 weights, bias and inputs; the result rounded to bf16."""
-    return _Dense(weight, bias, torch.bfloat16)
-
-
 class _Int8Product:
     """x @ weight.T (+ bias) with int8 weights, one bf16 scale per output row (symmetric, rounded to
-    nearest), and bf16 inputs, accumulated in fp32; the bias is added in fp32. Up to INT8_ROWS rows
-    (streams) go through the int8 kernel; more through an fp32 product with the same weights (int8 times
-    bf16 scale is exact in fp32), which is faster for many rows than the CPU's int8 kernel."""
+    nearest), and bf16 inputs, accumulated in fp32; the bias is added in fp32. Always this one kernel,
+    whose rows do not depend on the number of rows: an fp32 product with the same weights is a little
+    faster for many streams (256 rows: 6.4 against 7.3 ms on a Zen 4), but writes other text, so a
+    stream would write one text alone and another in a batch."""
 
     def __init__(self, weight, bias=None):
         scale = (weight.abs().amax(1) / 127).clamp(min=1e-12).to(torch.bfloat16)
         self.scale, self.bias = scale, bias
         self.weight = (weight / scale.float()[:, None]).round().clamp(-127, 127).to(torch.int8)
-        self.dense = None
 
     def __call__(self, x):
-        x = x.to(torch.bfloat16)
-        if x.shape[0] > INT8_ROWS:
-            if self.dense is None:
-                self.dense = _Dense(self.weight.float() * self.scale.float()[:, None], self.bias, torch.float32)
-            return self.dense(x.float())
-        product = torch._weight_int8pack_mm(x, self.weight, self.scale)
+        product = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scale)
         return product if self.bias is None else torch.add(product, self.bias)
 
 
