@@ -103,18 +103,18 @@ def model_cost(vocab_size, config):
 
 # The machine's own limits, measured in the same run as the figures they bound.
 
-BYTES = {"fp32": 4, "bf16": 2}
+BYTES = {"fp32": 4, "bf16": 2, "int8": 1}  # per weight
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 @dataclass
 class Limits:
     """The ceilings a device reached in plain kernels: matrix products (GFLOP/s per precision and
-    shape), a one-row matrix product over the model's weights (GB/s of weights read per precision),
-    and a copy from memory (GB/s read + written). `where` says where weights of each size live."""
-    device: str
+    shape), an fp32 one-row matrix product over the model's weights (GB/s of weights read: the
+    fastest plain read of them), and a copy from memory (GB/s read + written). `where` says where
+    weights of each size live."""
     gemm: dict  # {precision: {shape name: GFLOP/s}}
-    matvec: dict  # {precision: (bytes, GB/s)}
+    matvec: tuple  # (bytes, GB/s), or None where not measured
     copy: float
     caches: str
     where: object  # bytes -> "in L3" | "from memory" ...
@@ -134,18 +134,19 @@ class Limits:
         share = 100 * flops / 1e9 / rate
         return f"{flops / 1e9:5.0f} GFLOP/s = {share:3.0f} % of {rate:.0f}, {precision} GEMM {shape}"
 
-    def of_matvec(self, bytes_per_second, precision):
-        """"xx % of <limit>" for weights read per second against the one-row product over the same bytes."""
-        size, rate = self.matvec[precision]
+    def of_matvec(self, bytes_per_second):
+        """"xx % of <limit>" for weights read per second against the fp32 one-row product over them."""
+        size, rate = self.matvec
         return (f"{bytes_per_second / 1e9:5.1f} GB/s of weights = {100 * bytes_per_second / 1e9 / rate:3.0f} % of "
-                f"{rate:.0f} ({precision} matvec over {size / 1e6:.1f} MB, {self.where(size)})")
+                f"{rate:.0f} (fp32 matvec over {size / 1e6:.1f} MB, {self.where(size)})")
 
     def __str__(self):
         gemm = "; ".join(f"{precision} " + ", ".join(f"{name} {rate:,.0f}" for name, rate in shapes.items())
                          for precision, shapes in self.gemm.items())
-        matvec = ", ".join(f"{precision} {rate:.1f} over {size / 1e6:.1f} MB ({self.where(size)})"
-                           for precision, (size, rate) in self.matvec.items())
-        matvec = f"matvec GB/s {matvec}; " if matvec else ""
+        matvec = ""
+        if self.matvec:
+            size, rate = self.matvec
+            matvec = f"fp32 matvec {rate:.1f} GB/s over {size / 1e6:.1f} MB ({self.where(size)}); "
         return (f"GEMM GFLOP/s {gemm}\n  {matvec}copy from memory {self.copy:.1f} GB/s (read + written); "
                 f"{self.caches}")
 
@@ -218,24 +219,23 @@ def _count_cpus(cpu_list):
 
 
 def _measure(device, cost, shapes, precisions, copy_numbers, caches, where):
-    gemm, matvec = {}, {}
+    gemm, matvec = {}, None
     for precision in precisions:
         dtype, gemm[precision] = DTYPES[precision], {}
         for name, (m, k, n) in shapes.items():
             a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
             gemm[precision][name] = 2 * m * k * n / median_seconds(lambda: a @ b, device) / 1e9
-        if cost is None:
-            continue
-        # the stepper's product: a (1, k) row by a column-major (n, k) matrix, n rows for the model's weights
+    if cost is not None:
+        # the stepper's product: a (1, k) row by a column-major (n, k) fp32 matrix of the model's weights' size
         k = cost.gemm_width[0]
-        weights = torch.randn(max(1, cost.weights // k), k, device=device, dtype=dtype).t().contiguous().t()
-        x = torch.randn(1, k, device=device, dtype=dtype)
+        weights = torch.randn(max(1, cost.weights // k), k, device=device).t().contiguous().t()
+        x = torch.randn(1, k, device=device)
         nbytes = weights.numel() * weights.element_size()
-        matvec[precision] = (nbytes, nbytes / median_seconds(lambda: F.linear(x, weights), device) / 1e9)
+        matvec = (nbytes, nbytes / median_seconds(lambda: F.linear(x, weights), device) / 1e9)
     source = torch.full((copy_numbers,), 1.0, device=device)  # written, so no page is a shared zero page
     target = torch.full_like(source, 2.0)
     copy = 2 * source.nbytes / median_seconds(lambda: target.copy_(source), device) / 1e9
-    return Limits(device, gemm, matvec, copy, caches, where)
+    return Limits(gemm, matvec, copy, caches, where)
 
 
 def median_seconds(fn, device, timings=5, least=0.025):

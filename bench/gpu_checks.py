@@ -25,12 +25,11 @@ from charrnn import checkpoint, distributed, params
 from charrnn.batches import windows
 from charrnn.checkpoint import Checkpointer
 from charrnn.device import pick_device, precision_context, resolve_precision
-from charrnn.errors import exit_on_error
+from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.model import CharRNN
 from charrnn.sample import generate
 from charrnn.train import train, train_step
 
-HERE = Path(__file__).resolve().parent.parent
 
 
 def shakespeare(length):
@@ -269,6 +268,9 @@ def main():
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--checks", default="cudnn,syncs,resume,generate", help=f"of {','.join(CHECKS)}")
     args = parser.parse_args()
+    unknown = set(args.checks.split(",")) - set(CHECKS)
+    if unknown:
+        raise CharRNNError(f"--checks: {', '.join(sorted(unknown))} not known; the checks are {', '.join(CHECKS)}")
     device = pick_device(args.device)
     print(f"machine: {machine()}; device {device}")
     if device == "cuda":

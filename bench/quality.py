@@ -70,7 +70,6 @@ def train_for(model, config, train_ids, budget, device, autocast):
                 device_sync(device)  # the clock must see the GPU's work, not just its queue
             elapsed = time.perf_counter() - start
             if elapsed >= budget and step % sync_every == 0:
-                print(f"  (clock at the stop: {elapsed:.1f} s)")
                 return step
             elapsed = min(elapsed, budget)
             warmup = min(1.0, (step + 1) / config["warmup_steps"])

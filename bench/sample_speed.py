@@ -1,77 +1,134 @@
-"""Sampling throughput of charrnn beside the reference peer notebook, in the same process.
+"""Generation at each precision: its speed beside the reference peer notebook, the limit that bounds
+it, and its quality cost against fp32.
 
-    python bench/sample_speed.py [--length 2000] [--streams 256] [--device auto]
+    python bench/sample_speed.py [--checkpoint models/best.pt] [--precisions fp32,bf16,int8] [--device auto]
 
-A 2×512 LSTM over Anna Karenina's 83 characters writes with top-k 5: the peer one character at a
-time through numpy, as the notebook's sample(); charrnn one stream, then `--streams` streams as a
-batch. The weights are untrained: the speed does not depend on them.
+The model is a trained checkpoint (`--checkpoint`; by default models/best.pt when `dvc repro` has
+made it, the 2x512 LSTM on Anna Karenina), else an untrained 2x512 LSTM over Anna Karenina's
+characters: the speed does not depend on the weights, but the cost needs trained ones. For each
+precision the device can run (fp32 first, the reference):
 
-Beside the peer, each charrnn figure shows its share of the limit that bounds it, measured in the
-same run (common.limits): one stream reads every weight per character, so its bytes of weights per
-second against a one-row matrix product over as many bytes; many streams are matrix products of
-`--streams` rows, so their FLOP/s against a matrix product of that shape.
+- with a checkpoint, its generation path (charrnn.steppers) read teacher-forced over the val and test
+  splits (params.yaml's fractions), one character at a time with the state carried (the evaluation
+  protocol's streams): bits per character, and the cost against fp32 in nats/char;
+- chars/s writing with top-k 5 from the prime "Far": one stream (`--length` characters) and
+  `--streams` streams (`--batch-length` each), the median of 5 runs (common.median_seconds), beside
+  the peer's one stream (one character at a time through numpy, as the notebook's sample()), timed
+  the same way.
+
+Each speed is followed by its share of the limit that bounds it, measured in the same run
+(common.limits): one stream reads every weight per character, so its bytes of weights per second
+(counted at the precision's bytes per weight) against an fp32 one-row product over the fp32 weights'
+bytes, the fastest plain read of them; many streams are matrix products of `--streams` rows, so their
+FLOP/s against a matrix product of that shape in their precision (int8: bf16, its products' inputs,
+where the device has it).
 """
 
 import argparse
-import time
+import math
+from pathlib import Path
 
 import torch
 
-from common import corpus_ids, device_sync, limits, machine, model_cost
-from charrnn.errors import exit_on_error
+from common import PARAMS_FILE, corpus_ids, limits, machine, median_seconds, model_cost
+from charrnn import checkpoint, params
+from charrnn.device import pick_device
+from charrnn.errors import CharRNNError, exit_on_error
+from charrnn.evaluate import teacher_forced_loss
 from charrnn.model import CharRNN
 from charrnn.sample import generate
-from charrnn.device import pick_device
+from charrnn.split import split_bounds
+from charrnn.params import GENERATION_PRECISIONS
+from charrnn.steppers import MAX_COST, resolve
 import peer
 
 PRIME = "Far"
+DEFAULT_CHECKPOINT = Path("models/best.pt")
 
 
-def rate(write, chars, device):
-    write(min(chars, 50))  # warm-up: kernel set-up, caches
-    device_sync(device)
-    start = time.perf_counter()
-    write(chars)
-    device_sync(device)
-    return chars / (time.perf_counter() - start)
+def chars_per_second(write, chars, device):
+    """Characters per second of `write(chars)`, from the median of 5 timed runs after a warm-up."""
+    return chars / median_seconds(lambda: write(chars), device)
+
+
+def load_model(path, device):
+    """(model, vocab, {split name: ids} to score it on) of the checkpoint at `path`, or of an untrained
+    2x512 LSTM over Anna Karenina (no splits) when `path` is None."""
+    if path is None:
+        vocab, _ = corpus_ids("anna")
+        torch.manual_seed(0)
+        return CharRNN(len(vocab), "lstm", 512, 2, 0.5).to(device).eval(), vocab, {}
+    model, vocab = checkpoint.load_model(path)
+    corpus_vocab, ids = corpus_ids(vocab.corpus)
+    if (corpus_vocab.chars, corpus_vocab.sha256) != (vocab.chars, vocab.sha256):
+        raise CharRNNError(f"{path} was trained on another text or vocabulary than corpus '{vocab.corpus}'")
+    p = params.load(PARAMS_FILE)
+    bounds = split_bounds(len(ids), p["train_frac"], p["val_frac"], p["test_frac"])
+    splits = {name: ids[start:end] for name, (start, end) in bounds.items() if name != "train" and end - start > 1}
+    return model.to(device).eval(), vocab, splits
 
 
 @exit_on_error
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--length", type=int, default=2000, help="characters per stream")
+    parser.add_argument("--checkpoint", type=Path, help=f"a trained checkpoint (default: {DEFAULT_CHECKPOINT} if "
+                        "it exists, else an untrained 2x512 LSTM: speed only)")
+    parser.add_argument("--precisions", default="fp32,bf16,int8", help="comma-separated, fp32 first (the reference)")
+    parser.add_argument("--length", type=int, default=2000, help="characters of the one-stream measurement")
     parser.add_argument("--streams", type=int, default=256, help="streams of the batched measurement")
+    parser.add_argument("--batch-length", type=int, default=200, help="characters per stream of the batched one")
     parser.add_argument("--peer-length", type=int, default=300, help="characters the (slow) peer writes")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
     device = pick_device(args.device)
-    vocab, _ = corpus_ids("anna")
-    torch.manual_seed(0)
-    model = CharRNN(len(vocab), "lstm", 512, 2, 0.5).to(device).eval()
-    net = peer.PeerCharRNN(len(vocab))
-    prime_ids = vocab.encode(PRIME)
+    precisions = args.precisions.split(",")
+    if precisions[0] != "fp32" or not set(precisions) <= set(GENERATION_PRECISIONS) - {"auto"}:
+        raise CharRNNError(f"--precisions: fp32 first, then any of bf16, int8 (got {args.precisions!r})")
+    path = args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.exists() else None)
+    model, vocab, splits = load_model(path, device)
+    config = model.config
 
     print(f"machine: {machine()}; device {device}")
-    cost = model_cost(len(vocab), model.config)
-    width = "x".join(map(str, cost.gemm_width))
-    limit = limits(device, cost, {f"{args.streams}x{width}": (args.streams, *cost.gemm_width)})
+    cost = model_cost(len(vocab), config)
+    shape = f"{args.streams}x" + "x".join(map(str, cost.gemm_width))
+    limit = limits(device, cost, {shape: (args.streams, *cost.gemm_width)})
     print(f"limits: {limit}")
-    precision = "fp32"  # the weights' precision when generating
 
-    def bound(streams, chars_per_second):
+    def bound(precision, streams, rate):
         if streams == 1:  # every weight read once per character
-            return limit.of_matvec(chars_per_second * cost.weight_bytes(precision), precision)
-        return limit.of_shape(chars_per_second * cost.flop_forward, precision, f"{streams}x{width}")
+            return limit.of_matvec(rate * cost.weight_bytes(precision))
+        gemm = precision if precision in limit.gemm else "bf16" if "bf16" in limit.gemm else "fp32"
+        return limit.of_shape(rate * cost.flop_forward, gemm, shape)
 
-    print(f"2x512 LSTM, {len(vocab)} characters, top-k 5, prime {PRIME!r}")
-    peer_rate = rate(lambda n: peer.sample(net, n, prime_ids), args.peer_length, "cpu")
-    print(f"  {'peer notebook, 1 stream (CPU)':<36} {peer_rate:>12,.0f} chars/s")
-    for streams in (1, args.streams):
-        seeds = range(streams)
-        per_stream = rate(lambda n: generate(model, vocab, PRIME, n, top_k=5, seeds=seeds, device=device),
-                          args.length, device)
-        print(f"  {f'charrnn, {streams} stream' + ('s' if streams > 1 else ''):<36} {per_stream * streams:>12,.0f} "
-              f"chars/s  {per_stream * streams / peer_rate:6.1f}x the peer  {bound(streams, per_stream * streams)}")
+    scored = ", ".join(f"{name} {len(ids):,}" for name, ids in splits.items())
+    print(f"{path or 'untrained (speed only)'}: {config['num_layers']}x{config['lstm_size']} {config['cell']}, "
+          f"{len(vocab)} characters{f'; scored on {scored} characters' if splits else ''}; top-k 5, prime "
+          f"{PRIME!r}; auto here is {resolve('auto', device, config['cell'])}")
+    net = peer.PeerCharRNN(len(vocab))
+    peer_rate = chars_per_second(lambda n: peer.sample(net, n, vocab.encode(PRIME)), args.peer_length, "cpu")
+    print(f"  {'peer notebook, 1 stream (CPU)':<26}{peer_rate:>10,.0f} chars/s")
+    reference = {}
+    for precision in precisions:
+        try:
+            resolve(precision, device, config["cell"])
+        except CharRNNError as err:
+            print(f"  {precision}: not run here: {err}")
+            continue
+        losses = {name: teacher_forced_loss(model, ids, precision, device) for name, ids in splits.items()}
+        reference = reference or losses
+        if losses:
+            print(f"  {precision}: " + ", ".join(f"{name} {loss / math.log(2):.4f} bpc (cost {loss - reference[name]:+.5f})"
+                                                 for name, loss in losses.items()))
+        for streams in (1, args.streams):
+            seeds = range(streams)
+            rate = streams * chars_per_second(
+                lambda n: generate(model, vocab, PRIME, n, top_k=5, seeds=seeds, device=device, precision=precision),
+                args.length if streams == 1 else args.batch_length, device)
+            label = f"{precision}, {streams} stream{'s' if streams > 1 else ''}"
+            print(f"  {label:<26}{rate:>10,.0f} chars/s {rate / peer_rate:6.1f}x the peer  {bound(precision, streams, rate)}",
+                  flush=True)
+    print(f"bpc: of the generation path, teacher-forced; cost: its loss minus fp32's in nats/char (auto may use a "
+          f"precision whose val cost is at most {MAX_COST})")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ REFERENCE = dict(cell="lstm", lstm_size=512, num_layers=2, embedding_size=0, dro
 
 
 def charrnn_steps(vocab, ids, config, device, precision, steps):
-    """charrnn's training step, `steps` times, at a constant learning rate; yields each loss."""
+    """charrnn's training step, `steps` times, at a constant learning rate; yields the model after each."""
     torch.manual_seed(0)
     model = CharRNN.from_params(len(vocab), config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
@@ -42,8 +42,8 @@ def charrnn_steps(vocab, ids, config, device, precision, steps):
     hidden = None
     batches = windows(ids, config["batch_size"], config["num_steps"], device)
     for _, (x, y) in zip(range(steps), batches):
-        loss, hidden = train_step(model, optimizer, x, y, hidden, config["learning_rate"], config["grad_clip"], autocast)
-        yield model, autocast  # no sync per step: the training loop queues steps ahead of a GPU too
+        _, hidden = train_step(model, optimizer, x, y, hidden, config["learning_rate"], config["grad_clip"], autocast)
+        yield model  # no sync per step: the training loop queues steps ahead of a GPU too
 
 
 def chars_per_sec(steps, config, device="cpu"):
@@ -57,7 +57,7 @@ def peer_chars_per_sec(vocab, ids, steps):
 
 
 def val_loss_after(vocab, train_ids, val_ids, device, precision, steps):
-    for model, _ in charrnn_steps(vocab, train_ids, REFERENCE, device, precision, steps):
+    for model in charrnn_steps(vocab, train_ids, REFERENCE, device, precision, steps):
         pass
     return evaluate(model, val_ids, device)
 

@@ -24,9 +24,10 @@ VOCAB = "data/prepared/vocab.json"
 def main():
     p = params.load()
     vocab = Vocab.load(VOCAB)
+    device = pick_device(p["device"])
     try:  # the sample stage runs after hours of training: a bad sample option must fail now, not then
         check_sampling(vocab, **sampling_options(p))
-        resolve(p["sample.precision"], pick_device(p["device"]), p["cell"])
+        resolve(p["sample.precision"], device, p["cell"])
     except CharRNNError as err:
         raise CharRNNError(f"params.yaml sample section: {err}") from None
     train_ids = load_ids("data/split/train.npy")

@@ -5,10 +5,9 @@ import sys
 
 from charrnn import __version__, checkpoint, corpus, params
 from charrnn.errors import CharRNNError, exit_on_error
-from charrnn.params import SCHEMA
+from charrnn.params import GENERATION_PRECISIONS, SCHEMA
 from charrnn.sample import format_samples, generate, usable_prime
 from charrnn.device import pick_device
-from charrnn.steppers import PRECISIONS
 from charrnn.vocab import Vocab
 
 # charrnn.tracking imports MLflow (seconds); the commands that need it import it when they run.
@@ -95,7 +94,7 @@ def _sampling_arguments(parser, *names, **defaults):
 
 
 def _precision_argument(parser):
-    parser.add_argument("--precision", default=SCHEMA["sample.precision"].default, choices=PRECISIONS,
+    parser.add_argument("--precision", default=SCHEMA["sample.precision"].default, choices=GENERATION_PRECISIONS,
                         help="of the generation steps: auto is bf16 where the device has bf16 kernels, else int8 "
                         "weights on a CPU, else fp32; another precision writes other text (default: %(default)s)")
 

@@ -22,12 +22,17 @@ def resolve_precision(device, precision):
     device_type = torch.device(device).type
     if precision == "auto":
         return "bf16" if has_bf16_kernels(device_type) else "fp32"
-    if precision == "bf16" and not has_bf16_kernels(device_type):
+    if precision == "bf16":
+        require_bf16_kernels(device_type, "precision: auto or fp32")
+    return precision
+
+
+def require_bf16_kernels(device_type, alternatives):
+    """The one error for bf16 asked of a device without bf16 kernels, naming the `alternatives`."""
+    if not has_bf16_kernels(device_type):
         which = "GPU" if device_type == "cuda" else "CPU"
         capability = "" if device_type == "cuda" else f" (CPU capability {torch.backends.cpu.get_cpu_capability()})"
-        raise CharRNNError(f"precision is bf16, but this {which} has no bf16 kernels{capability}: "
-                           "use precision: auto or fp32")
-    return precision
+        raise CharRNNError(f"precision is bf16, but this {which} has no bf16 kernels{capability}: use {alternatives}")
 
 
 def precision_context(device, precision):

@@ -11,7 +11,7 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # the names params.CELL
 CELL_STEPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 # a whole sequence through one stack of layers of each cell (what nn.LSTM/GRU/RNN call)
 CELL_SEQUENCES = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
-_WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # of a layer, as nn.RNN names them
 
 
 class CharRNN(nn.Module):
@@ -66,7 +66,7 @@ class CharRNN(nn.Module):
             state = (zeros, zeros) if cell == "lstm" else zeros
         x, layer_states = inputs, []
         for layer in range(num_layers):
-            weights = [getattr(self.rnn, f"{name}_l{layer}") for name in _WEIGHT_NAMES]
+            weights = [getattr(self.rnn, f"{name}_l{layer}") for name in WEIGHT_NAMES]
             layer_state = map_state(state, lambda s: s[layer:layer + 1])  # noqa: B023 (used at once)
             hx = list(layer_state) if cell == "lstm" else layer_state  # torch.lstm takes [h, c], the others h
             # (input, hx, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
@@ -96,7 +96,7 @@ class CharRNN(nn.Module):
         about 2x faster on the CPU. It keeps that copy: make a new stepper after training more.
         """
         cell_step, lstm = CELL_STEPS[self.config["cell"]], self.config["cell"] == "lstm"
-        layers = [[_column_major(getattr(self.rnn, f"{name}_l{layer}")) for name in _WEIGHT_NAMES]
+        layers = [[_column_major(getattr(self.rnn, f"{name}_l{layer}")) for name in WEIGHT_NAMES]
                   for layer in range(self.config["num_layers"])]
         head_weight = _column_major(self.head.weight)
 

@@ -26,6 +26,7 @@ class Param:
 
 
 CELL_TYPES = ("lstm", "gru", "rnn")
+GENERATION_PRECISIONS = ("auto", "fp32", "bf16", "int8")  # sample.precision, --precision (charrnn.steppers)
 
 
 def _at_least(low):
@@ -77,7 +78,7 @@ SCHEMA = {
     "sample.seed": Param(1234, int, "an integer >= 0", _at_least(0)),
     "sample.num_samples": Param(1, int, "an integer >= 1", _at_least(1)),
     "sample.drop_unknown": Param(False, bool, "true or false"),
-    "sample.precision": _one_of("auto", "fp32", "bf16", "int8"),
+    "sample.precision": _one_of(*GENERATION_PRECISIONS),
     # MLflow
     "tracking.experiment": Param("", str, "an MLflow experiment name ('' = charrnn-<corpus>)"),
 }

@@ -16,15 +16,15 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from charrnn import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.sample import generate
-from charrnn.steppers import PRECISIONS
+from charrnn.params import SCHEMA
 
 MAX_LENGTH = 10_000  # the most characters one served request may ask for
-DEFAULT_PRECISION = PRECISIONS[0]  # auto
+DEFAULT_PRECISION = SCHEMA["sample.precision"].default  # auto, as the sample stage and the CLI
 
 
 class CharRNNModel(mlflow.pyfunc.PythonModel):
     """The pyfunc flavour: a DataFrame with `prime` (and optional `length`, `temperature`, `top_k`,
-    `seed`) in, one generated text per row out; the param `precision` (steppers.PRECISIONS, default
+    `seed`) in, one generated text per row out; the param `precision` (as sample.precision, default
     auto) is the generation steps' precision."""
 
     def load_context(self, context):

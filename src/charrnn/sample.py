@@ -20,7 +20,7 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
 
     temperature 0 is greedy decoding (deterministic, and prone to loops); top_k None and top_p 1 are off.
     `on_step(ids)` is called with each step's new ids (one per stream), for streaming output.
-    `precision` is the generation steps' (steppers.PRECISIONS; auto as steppers.resolve): the prime is
+    `precision` is the generation steps' (sample.precision's choices; auto as steppers.resolve): the prime is
     read in fp32, the sampling arithmetic is fp32 whatever it is.
     """
     prime = check_sampling(vocab, prime, length, temperature, top_k, top_p, drop_unknown)

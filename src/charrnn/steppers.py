@@ -17,41 +17,41 @@ products), and keep the rest in fp32:
 
 Another precision writes other text from the same seed; each writes the same text every time on a
 given machine; a stream's step comes out the same alone as in a batch of any size, to fp32 rounding
-(tests/test_sample.py), so a stream writes the same text alone as in a batch. `auto` is bf16 where the device has bf16 kernels, else int8 weights on a CPU (their
-cost, measured by bench/generation.py, is within MAX_COST), else fp32.
+(tests/test_sample.py), so a stream writes the same text alone as in a batch.
+
+`auto` is bf16 where the device has bf16 kernels, else int8 weights on a CPU (their cost, measured by
+bench/sample_speed.py with evaluate.teacher_forced_loss, is within MAX_COST), else fp32.
 """
 
 import torch
 import torch.nn.functional as F
 
-from charrnn.batches import streams
-from charrnn.device import has_bf16_kernels
+from charrnn.device import has_bf16_kernels, require_bf16_kernels
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import num_streams
+from charrnn.model import WEIGHT_NAMES
+from charrnn.params import GENERATION_PRECISIONS
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")  # the choices of sample.precision and --precision
 MAX_COST = 0.01  # nats/char: the most a precision may lose against fp32 (teacher-forced val loss) for auto
-INT8_IN_AUTO = True  # its measured cost is within MAX_COST (README, Benchmarks): auto may pick it
 
 
 def resolve(precision, device, cell="lstm"):
     """The precision generation runs in: `auto` as the module says; a precision the device or the cell
     cannot run is an error naming the choices that can."""
     device_type = torch.device(device).type
-    if precision not in PRECISIONS:
-        raise CharRNNError(f"precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+    if precision not in GENERATION_PRECISIONS:
+        raise CharRNNError(f"precision must be one of {', '.join(GENERATION_PRECISIONS)} (got {precision!r})")
     if precision == "auto":
         if cell != "lstm":
             return "fp32"
         if has_bf16_kernels(device_type):
             return "bf16"
-        return "int8" if device_type == "cpu" and INT8_IN_AUTO else "fp32"
+        return "int8" if device_type == "cpu" else "fp32"
     if precision != "fp32" and cell != "lstm":
         raise CharRNNError(f"{precision} generation is implemented for LSTM models, and this one is a {cell}: "
                            "use precision auto or fp32")
-    if precision == "bf16" and not has_bf16_kernels(device_type):
-        which, others = ("GPU", "auto or fp32") if device_type == "cuda" else ("CPU", "auto, fp32 or int8")
-        raise CharRNNError(f"precision is bf16, but this {which} has no bf16 kernels: use precision {others}")
+    if precision == "bf16":
+        require_bf16_kernels(device_type, "precision auto or fp32" if device_type == "cuda" else
+                             "precision auto, fp32 or int8")
     if precision == "int8" and device_type != "cpu":
         raise CharRNNError("int8 generation runs on the CPU only: use precision auto, bf16 or fp32 on a GPU")
     return precision
@@ -59,8 +59,8 @@ def resolve(precision, device, cell="lstm"):
 
 def make_stepper(model, precision):
     """A function (ids (batch,), state) → (logits (batch, vocab) fp32, state) for generation at a resolved
-    precision (see resolve); the state is the model's, (h, c) in fp32. It keeps its own copy of the
-    weights: make a new one after training more."""
+    precision (see resolve); the state is the model's (an LSTM's (h, c), another cell's h), in fp32. It
+    keeps its own copy of the weights: make a new one after training more."""
     if precision == "fp32":
         return model.stepper()
     return _ReducedStep(model, precision)
@@ -70,13 +70,10 @@ class _ReducedStep:
     """An LSTM step with bf16 or int8 matrix products and fp32 gates, state and head (see the module)."""
 
     def __init__(self, model, precision):
-        if model.config["cell"] != "lstm":
-            raise CharRNNError(f"{precision} generation is implemented for LSTM models only")
         rnn, size = model.rnn, model.config["lstm_size"]
-        layers = [[_gate_rows(getattr(rnn, f"{name}_l{layer}").detach().float(), size)
-                   for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        layers = [[_gate_rows(getattr(rnn, f"{name}_l{layer}").detach().float(), size) for name in WEIGHT_NAMES]
                   for layer in range(model.config["num_layers"])]
-        product = _Bf16Product if precision == "bf16" else _Int8Product
+        product = {"bf16": _Bf16Product, "int8": _Int8Product}[precision]
         w_ih, w_hh, b_ih, b_hh = layers[0]
         with torch.no_grad():
             every_input = model._inputs(torch.arange(model.config["vocab_size"], device=w_ih.device)).float()
@@ -148,23 +145,3 @@ class _Int8Product:
         product = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scale)
         return product if self.bias is None else torch.add(product, self.bias)
 
-
-@torch.no_grad()
-def teacher_forced_loss(model, ids, precision, device="cpu"):
-    """Mean cross-entropy (nats/char) of the generation path at `precision` over the split `ids`: the
-    split cut into the evaluation protocol's streams, every stream read one character at a time by the
-    stepper with its state carried from its first character, every character after that scored.
-    In fp32 it equals the protocol's loss (evaluate.evaluate) to float rounding."""
-    model = model.to(device).eval()
-    inputs, targets = (torch.from_numpy(a.astype("int64")).to(device) for a in streams(ids, num_streams(len(ids))))
-    batch = inputs.shape[0]
-    size, layers = model.config["lstm_size"], model.config["num_layers"]
-    zeros = torch.zeros(layers, batch, size, device=device)
-    state = (zeros, zeros) if model.config["cell"] == "lstm" else zeros
-    step = make_stepper(model, precision)
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    with torch.inference_mode():
-        for t in range(inputs.shape[1]):
-            logits, state = step(inputs[:, t], state)
-            total += F.cross_entropy(logits.float(), targets[:, t], reduction="sum")
-    return (total / targets.numel()).item()
