@@ -111,11 +111,13 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 class Limits:
     """The ceilings a device reached in plain kernels: matrix products (GFLOP/s per precision and
     shape), an fp32 one-row matrix product over the model's weights (GB/s of weights read: the
-    fastest plain read of them), and a copy from memory (GB/s read + written). `where` says where
-    weights of each size live."""
+    fastest plain read of them), a copy from memory (GB/s read + written), and the time of one small
+    operation (an add of two 2048-number rows): what each of the many small steps of one generating
+    stream costs however little it computes. `where` says where weights of each size live."""
     gemm: dict  # {precision: {shape name: GFLOP/s}}
     matvec: tuple  # (bytes, GB/s), or None where not measured
     copy: float
+    op_seconds: float
     caches: str
     where: object  # bytes -> "in L3" | "from memory" ...
 
@@ -134,11 +136,14 @@ class Limits:
         share = 100 * flops / 1e9 / rate
         return f"{flops / 1e9:5.0f} GFLOP/s = {share:3.0f} % of {rate:.0f}, {precision} GEMM {shape}"
 
-    def of_matvec(self, bytes_per_second):
-        """"xx % of <limit>" for weights read per second against the fp32 one-row product over them."""
+    def of_one_stream(self, chars_per_second, weight_bytes, ops_per_char):
+        """"xx % of <ceiling>" for one generating stream: per character it reads `weight_bytes` of weights,
+        at best at the fp32 matvec's rate, and runs `ops_per_char` operations, each at least a small op."""
         size, rate = self.matvec
-        return (f"{bytes_per_second / 1e9:5.1f} GB/s of weights = {100 * bytes_per_second / 1e9 / rate:3.0f} % of "
-                f"{rate:.0f} (fp32 matvec over {size / 1e6:.1f} MB, {self.where(size)})")
+        seconds = weight_bytes / (rate * 1e9) + ops_per_char * self.op_seconds
+        return (f"{100 * chars_per_second * seconds:3.0f} % of {1 / seconds:,.0f} chars/s = {weight_bytes / 1e6:.1f} MB of "
+                f"weights at the fp32 matvec's {rate:.0f} GB/s ({self.where(size)}) + {ops_per_char:.0f} ops x "
+                f"{self.op_seconds * 1e6:.1f} µs")
 
     def __str__(self):
         gemm = "; ".join(f"{precision} " + ", ".join(f"{name} {rate:,.0f}" for name, rate in shapes.items())
@@ -148,7 +153,7 @@ class Limits:
             size, rate = self.matvec
             matvec = f"fp32 matvec {rate:.1f} GB/s over {size / 1e6:.1f} MB ({self.where(size)}); "
         return (f"GEMM GFLOP/s {gemm}\n  {matvec}copy from memory {self.copy:.1f} GB/s (read + written); "
-                f"{self.caches}")
+                f"a small op {self.op_seconds * 1e6:.1f} µs; {self.caches}")
 
 
 def limits(device, cost=None, shapes=None):
@@ -235,7 +240,9 @@ def _measure(device, cost, shapes, precisions, copy_numbers, caches, where):
     source = torch.full((copy_numbers,), 1.0, device=device)  # written, so no page is a shared zero page
     target = torch.full_like(source, 2.0)
     copy = 2 * source.nbytes / median_seconds(lambda: target.copy_(source), device) / 1e9
-    return Limits(gemm, matvec, copy, caches, where)
+    row, other = torch.randn(1, 2048, device=device), torch.randn(1, 2048, device=device)
+    op_seconds = median_seconds(lambda: torch.add(row, other), device)
+    return Limits(gemm, matvec, copy, op_seconds, caches, where)
 
 
 def median_seconds(fn, device, timings=5, least=0.025):

@@ -17,11 +17,12 @@ precision the device can run (fp32 first, the reference):
   the same way.
 
 Each speed is followed by its share of the limit that bounds it, measured in the same run
-(common.limits): one stream reads every weight per character, so its bytes of weights per second
-(counted at the precision's bytes per weight) against an fp32 one-row product over the fp32 weights'
-bytes, the fastest plain read of them; many streams are matrix products of `--streams` rows, so their
-FLOP/s against a matrix product of that shape in their precision (int8: bf16, its products' inputs,
-where the device has it).
+(common.limits). One stream, per character, reads every weight once (counted at the precision's bytes
+per weight), at best at the rate of an fp32 one-row product over the fp32 weights (the fastest plain
+read of them), and runs a few dozen operations (counted as they are dispatched), each at least as long
+as one small operation: the sum is its ceiling. Many streams are matrix products of `--streams` rows,
+so their FLOP/s against a matrix product of that shape in their precision (int8: bf16, its products'
+inputs, where the device has it).
 """
 
 import argparse
@@ -29,6 +30,7 @@ import math
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from common import PARAMS_FILE, corpus_ids, limits, machine, median_seconds, model_cost
 from charrnn import checkpoint, params
@@ -49,6 +51,28 @@ DEFAULT_CHECKPOINT = Path("models/best.pt")
 def chars_per_second(write, chars, device):
     """Characters per second of `write(chars)`, from the median of 5 timed runs after a warm-up."""
     return chars / median_seconds(lambda: write(chars), device)
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the operations dispatched inside its `with` block."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_char(write):
+    """Operations one more character costs `write(n)` (writing 11 characters against 1, per character)."""
+    counts = []
+    for chars in (1, 11):
+        with _CountOps() as counter:
+            write(chars)
+        counts.append(counter.count)
+    return (counts[1] - counts[0]) / 10
 
 
 def load_model(path, device):
@@ -94,9 +118,9 @@ def main():
     limit = limits(device, cost, {shape: (args.streams, *cost.gemm_width)})
     print(f"limits: {limit}")
 
-    def bound(precision, streams, rate):
-        if streams == 1:  # every weight read once per character
-            return limit.of_matvec(rate * cost.weight_bytes(precision))
+    def bound(precision, streams, rate, write):
+        if streams == 1:  # every weight read once per character, by a few dozen small operations
+            return limit.of_one_stream(rate, cost.weight_bytes(precision), ops_per_char(write))
         gemm = precision if precision in limit.gemm else "bf16" if "bf16" in limit.gemm else "fp32"
         return limit.of_shape(rate * cost.flop_forward, gemm, shape)
 
@@ -121,12 +145,14 @@ def main():
                                                  for name, loss in losses.items()))
         for streams in (1, args.streams):
             seeds = range(streams)
-            rate = streams * chars_per_second(
-                lambda n: generate(model, vocab, PRIME, n, top_k=5, seeds=seeds, device=device, precision=precision),
-                args.length if streams == 1 else args.batch_length, device)
+
+            def write(n):
+                return generate(model, vocab, PRIME, n, top_k=5, seeds=seeds, device=device, precision=precision)
+
+            rate = streams * chars_per_second(write, args.length if streams == 1 else args.batch_length, device)
             label = f"{precision}, {streams} stream{'s' if streams > 1 else ''}"
-            print(f"  {label:<26}{rate:>10,.0f} chars/s {rate / peer_rate:6.1f}x the peer  {bound(precision, streams, rate)}",
-                  flush=True)
+            print(f"  {label:<26}{rate:>10,.0f} chars/s {rate / peer_rate:6.1f}x the peer  "
+                  f"{bound(precision, streams, rate, write)}", flush=True)
     print(f"bpc: of the generation path, teacher-forced; cost: its loss minus fp32's in nats/char (auto may use a "
           f"precision whose val cost is at most {MAX_COST})")
 
