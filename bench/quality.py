@@ -31,15 +31,18 @@ from charrnn.evaluate import evaluate
 from charrnn.train import train_step
 import peer
 
-# charrnn's best settings per budget (seconds), found by sweeping with --set on a 2-core AVX2 CPU
-# (fp32). In 70 s one wide layer beats two: a 2x256 LSTM takes ~3x longer per step here. Short
-# windows and small batches buy more updates, which matter more than throughput at these budgets.
-# In 600 s two layers pay off: 1x512 1.521, 2x256 1.482, 2x320 1.473 (dropout 0.15, lr 5e-3) and
-# 2x384 1.465 (dropout 0.2, lr 4e-3) in the sweep.
+# charrnn's best settings per budget (seconds), found by sweeping with --set. In 70 s (swept on a
+# 2-core AVX2 CPU in fp32, checked in bf16 on a Zen 4) one wide layer beats two: a 2x256 LSTM takes
+# ~3x longer per step. Short windows and small batches buy more updates, which matter more than
+# throughput at these budgets: in bf16 on the Zen 4 batch 16 runs as many chars/s as 32, so twice the
+# updates (1.4937 and 1.5040 in two runs, against 1.5129 and 1.5174 with batch 32). In 600 s two layers pay off, and how wide depends on the machine's
+# speed: on the AVX2 CPU (4.4 epochs) 2x384 with dropout 0.2 was best (1.465; 1x512 1.521, 2x256
+# 1.482, 2x320 1.473); in bf16 on the Zen 4 it overfits at 9.3 epochs (1.747), and 2x512 with dropout
+# 0.4 is best (1.4544 at 6.1 epochs; dropout 0.3 1.4586, 0.5 1.4700; lr 6e-3 1.4618). README, Benchmarks.
 SETTINGS = {
-    70: dict(cell="lstm", lstm_size=256, num_layers=1, embedding_size=0, dropout=0.0, batch_size=32,
+    70: dict(cell="lstm", lstm_size=256, num_layers=1, embedding_size=0, dropout=0.0, batch_size=16,
              num_steps=50, learning_rate=0.008, min_lr=0.0001, warmup_steps=20, grad_clip=5.0, precision="auto"),
-    600: dict(cell="lstm", lstm_size=384, num_layers=2, embedding_size=0, dropout=0.2, batch_size=32,
+    600: dict(cell="lstm", lstm_size=512, num_layers=2, embedding_size=0, dropout=0.4, batch_size=32,
               num_steps=32, learning_rate=0.004, min_lr=0.0001, warmup_steps=20, grad_clip=5.0, precision="auto"),
 }
 
