@@ -38,7 +38,8 @@ import peer
 # updates (1.4937 and 1.5040 in two runs, against 1.5129 and 1.5174 with batch 32). In 600 s two layers pay off, and how wide depends on the machine's
 # speed: on the AVX2 CPU (4.4 epochs) 2x384 with dropout 0.2 was best (1.465; 1x512 1.521, 2x256
 # 1.482, 2x320 1.473); in bf16 on the Zen 4 it overfits at 9.3 epochs (1.747), and 2x512 with dropout
-# 0.4 is best (1.4544 at 6.1 epochs; dropout 0.3 1.4586, 0.5 1.4700; lr 6e-3 1.4618). README, Benchmarks.
+# 0.4 is best (1.4544 at 6.1 epochs; dropout 0.3 1.4586, 0.5 1.4700; lr 6e-3 1.4618; batch 16 1.4636).
+# README, Benchmarks.
 SETTINGS = {
     70: dict(cell="lstm", lstm_size=256, num_layers=1, embedding_size=0, dropout=0.0, batch_size=16,
              num_steps=50, learning_rate=0.008, min_lr=0.0001, warmup_steps=20, grad_clip=5.0, precision="auto"),
