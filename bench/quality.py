@@ -34,12 +34,12 @@ import peer
 # charrnn's best settings per budget (seconds), found by sweeping with --set. In 70 s (swept on a
 # 2-core AVX2 CPU in fp32, checked in bf16 on a Zen 4) one wide layer beats two: a 2x256 LSTM takes
 # ~3x longer per step. Short windows and small batches buy more updates, which matter more than
-# throughput at these budgets: in bf16 on the Zen 4 batch 16 runs as many chars/s as 32, so twice the
-# updates (1.4937 and 1.5040 in two runs, against 1.5129 and 1.5174 with batch 32). In 600 s two
-# layers pay off, and how wide depends on the machine's speed: on the AVX2 CPU (4.4 epochs) 2x384 with dropout 0.2 was best (1.465; 1x512 1.521, 2x256
-# 1.482, 2x320 1.473); in bf16 on the Zen 4 it overfits at 9.3 epochs (1.747), and 2x512 with dropout
-# 0.4 is best (1.4544 at 6.1 epochs; dropout 0.3 1.4586, 0.5 1.4700; lr 6e-3 1.4618; batch 16 1.4636).
-# README, Benchmarks.
+# throughput at these budgets: in bf16 on the Zen 4 batch 16 runs as many chars/s as 32, so twice
+# the updates (1.4937 and 1.5040 in two runs, against 1.5129 and 1.5174 with batch 32). In 600 s two
+# layers pay off, and how wide depends on the machine's speed: on the AVX2 CPU (4.4 epochs) 2x384
+# with dropout 0.2 was best (1.465; 1x512 1.521, 2x256 1.482, 2x320 1.473); in bf16 on the Zen 4 it
+# overfits at 9.3 epochs (1.747), and 2x512 with dropout 0.4 is best (1.4544 at 6.1 epochs; dropout
+# 0.3 1.4586, 0.5 1.4700; lr 6e-3 1.4618; batch 16 1.4636). README, Benchmarks.
 SETTINGS = {
     70: dict(cell="lstm", lstm_size=256, num_layers=1, embedding_size=0, dropout=0.0, batch_size=16,
              num_steps=50, learning_rate=0.008, min_lr=0.0001, warmup_steps=20, grad_clip=5.0, precision="auto"),
