@@ -3,9 +3,10 @@
     python bench/quality.py [--budget 70] [--device auto] [--no-peer] [--set key=value ...]
 
 The standard benchmark split: the first 90% of tiny-shakespeare trains, the last 10% (111,540
-characters) validates. charrnn trains with its best settings for the budget (SETTINGS below; a
-cosine learning rate that reaches its floor when the time is up), the peer with the notebook's
-settings (2×512, batch 128 × 100, dropout 0.5, Adam 1e-3), each for the same wall-clock time.
+characters) validates. charrnn trains with its best settings for the budget on this kind of machine
+(SETTINGS below: with bf16 kernels or fp32 only; a cosine learning rate that reaches its floor when
+the time is up), the peer with the notebook's settings (2×512, batch 128 × 100, dropout 0.5, Adam
+1e-3), each for the same wall-clock time.
 Both are then scored by charrnn's evaluate(): mean nats/char over the whole val split by the one
 evaluation protocol (fp32, state carried; charrnn.evaluate).
 
@@ -31,20 +32,34 @@ from charrnn.evaluate import evaluate
 from charrnn.train import train_step
 import peer
 
-# charrnn's best settings per budget (seconds), found by sweeping with --set. In 70 s (swept on a
-# 2-core AVX2 CPU in fp32, checked in bf16 on a Zen 4) one wide layer beats two: a 2x256 LSTM takes
-# ~3x longer per step. Short windows and small batches buy more updates, which matter more than
-# throughput at these budgets: in bf16 on the Zen 4 batch 16 runs as many chars/s as 32, so twice
-# the updates (1.4937 and 1.5040 in two runs, against 1.5129 and 1.5174 with batch 32). In 600 s two
-# layers pay off, and how wide depends on the machine's speed: on the AVX2 CPU (4.4 epochs) 2x384
-# with dropout 0.2 was best (1.465; 1x512 1.521, 2x256 1.482, 2x320 1.473); in bf16 on the Zen 4 it
-# overfits at 9.3 epochs (1.747), and 2x512 with dropout 0.4 is best (1.4544 at 6.1 epochs; dropout
-# 0.3 1.4586, 0.5 1.4700; lr 6e-3 1.4618; batch 16 1.4636). README, Benchmarks.
+# charrnn's best settings per budget (seconds) and kind of machine, named by the precision `auto`
+# trains in there: "bf16" where the device has bf16 kernels (swept on a 2-core Zen 4 with
+# AVX512-BF16), "fp32" elsewhere (swept on 2-core AVX2-only CPUs). A recipe tuned on one kind
+# overfits or underfits on the other, because the same budget buys another number of steps.
+# - 70 s: one layer beats two (a 2x256 LSTM takes ~3x longer per step), and small batches buy more
+#   updates, which matter more than throughput. bf16: 1x256 at batch 16 (1.4937 and 1.5040 in two
+#   runs; batch 32 1.5129, 1.5174). fp32 on a Zen 1, a third of the Zen 4's speed: 1x192 with lr 1e-2
+#   (1.6001; 1x256 1.6274, 1x128 1.6293, batch 8 1.6208, batch 32 1.6908, a 1x256 GRU 1.6615).
+# - 600 s: two layers pay off, how wide depends on the machine's speed. bf16: 2x512 with dropout 0.4
+#   (1.4544 at 6.1 epochs; dropout 0.3 1.4586, 0.5 1.4700; lr 6e-3 1.4618; batch 16 1.4636); a Zen 3's
+#   fp32 recipe overfits there at 9.3 epochs (1.747). fp32 on a Zen 1: 2x256 with dropout 0.1 and lr
+#   5e-3 (1.4810 at 5.7 epochs; dropout 0.2 with lr 6e-3 1.4836, 2x320 1.4897, 2x384 1.5236 at 2.7
+#   epochs); on a Zen 3, twice as fast, 2x384 with dropout 0.2 and lr 4e-3 was best (1.465 at 4.4
+#   epochs; 2x256 1.482, 2x320 1.473, 1x512 1.521). README, Benchmarks.
+_COMMON = dict(cell="lstm", embedding_size=0, min_lr=0.0001, warmup_steps=20, grad_clip=5.0, precision="auto")
 SETTINGS = {
-    70: dict(cell="lstm", lstm_size=256, num_layers=1, embedding_size=0, dropout=0.0, batch_size=16,
-             num_steps=50, learning_rate=0.008, min_lr=0.0001, warmup_steps=20, grad_clip=5.0, precision="auto"),
-    600: dict(cell="lstm", lstm_size=512, num_layers=2, embedding_size=0, dropout=0.4, batch_size=32,
-              num_steps=32, learning_rate=0.004, min_lr=0.0001, warmup_steps=20, grad_clip=5.0, precision="auto"),
+    70: {
+        "bf16": dict(_COMMON, lstm_size=256, num_layers=1, dropout=0.0, batch_size=16, num_steps=50,
+                     learning_rate=0.008),
+        "fp32": dict(_COMMON, lstm_size=192, num_layers=1, dropout=0.0, batch_size=16, num_steps=50,
+                     learning_rate=0.01),
+    },
+    600: {
+        "bf16": dict(_COMMON, lstm_size=512, num_layers=2, dropout=0.4, batch_size=32, num_steps=32,
+                     learning_rate=0.004),
+        "fp32": dict(_COMMON, lstm_size=256, num_layers=2, dropout=0.1, batch_size=32, num_steps=32,
+                     learning_rate=0.005),
+    },
 }
 
 
@@ -54,15 +69,17 @@ SETTINGS = {
 SYNC_EVERY = 8
 
 
-def settings_for(budget):
-    """The settings of the largest budget not above `budget` (the smallest one for shorter budgets)."""
+def settings_for(budget, device):
+    """The settings for the device's kind (the precision `auto` trains in there) of the largest budget
+    not above `budget` (the smallest one for shorter budgets)."""
     fitting = [b for b in SETTINGS if b <= budget] or [min(SETTINGS)]
-    return dict(SETTINGS[max(fitting)])
+    return dict(SETTINGS[max(fitting)][resolve_precision(device, "auto")])
 
 
 def train_for(model, config, train_ids, budget, device, autocast):
     """Train until `budget` seconds have passed; the learning rate follows warmup + cosine in time.
-    Returns the number of steps."""
+    Returns the number of steps and the seconds they took (from the first step: the optimizer's
+    one-off set-up, ~2 s of imports on a first construction, is not training time)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     start, step = time.perf_counter(), 0
     sync_every = SYNC_EVERY if torch.device(device).type == "cuda" else 1
@@ -74,7 +91,7 @@ def train_for(model, config, train_ids, budget, device, autocast):
                 device_sync(device)  # the clock must see the GPU's work, not just its queue
             elapsed = time.perf_counter() - start
             if elapsed >= budget and step % sync_every == 0:
-                return step
+                return step, elapsed
             elapsed = min(elapsed, budget)
             warmup = min(1.0, (step + 1) / config["warmup_steps"])
             cosine = 0.5 * (1 + math.cos(math.pi * elapsed / budget))
@@ -113,7 +130,7 @@ def main():
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a setting")
     args = parser.parse_args()
     device = pick_device(args.device)
-    config = {**settings_for(args.budget), **parse_overrides(args.set)}
+    config = {**settings_for(args.budget, device), **parse_overrides(args.set)}
     vocab, ids = corpus_ids("tinyshakespeare")
     bounds = split_bounds(len(ids), 0.9, 0.1, 0.0)
     train_ids, val_ids = (ids[slice(*bounds[name])] for name in ("train", "val"))
@@ -126,9 +143,7 @@ def main():
     torch.manual_seed(0)
     model = CharRNN.from_params(len(vocab), config).to(device)
     autocast = precision_context(device, config["precision"])
-    start = time.perf_counter()
-    steps = train_for(model, config, train_ids, args.budget, device, autocast)
-    seconds = time.perf_counter() - start
+    steps, seconds = train_for(model, config, train_ids, args.budget, device, autocast)
     val = evaluate(model, val_ids, device)
     chars = steps * config["batch_size"] * config["num_steps"]
     print(f"  charrnn  val {val:.4f} nats/char after {steps:,} steps in {seconds:.1f} s "

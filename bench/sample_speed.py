@@ -20,7 +20,9 @@ Each speed is followed by its share of the limit that bounds it, measured in the
 (common.limits). One stream, per character, reads every weight once (counted at the precision's bytes
 per weight), at best at the rate of an fp32 one-row product over the fp32 weights (the fastest plain
 read of them), and runs a few dozen operations (counted as they are dispatched), each at least as long
-as one small operation: the sum is its ceiling. Many streams are matrix products of `--streams` rows,
+as one small operation: the sum is its ceiling. Beside it, the time of one stream's matrix products alone
+(products_seconds): on a CPU whose one-row kernel for a precision computes slower than it reads (int8
+on AVX2), that, not the read, is the floor of a step. Many streams are matrix products of `--streams` rows,
 so their FLOP/s against a matrix product of that shape in their precision (int8: bf16, its products'
 inputs, where the device has it).
 """
@@ -30,6 +32,7 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from common import PARAMS_FILE, corpus_ids, limits, machine, median_seconds, model_cost
@@ -41,7 +44,7 @@ from charrnn.model import CharRNN
 from charrnn.sample import generate
 from charrnn.split import split_bounds
 from charrnn.params import GENERATION_PRECISIONS
-from charrnn.steppers import MAX_COST, resolve
+from charrnn.steppers import MAX_COST, make_stepper, resolve
 import peer
 
 PRIME = "Far"
@@ -73,6 +76,23 @@ def ops_per_char(write):
             write(chars)
         counts.append(counter.count)
     return (counts[1] - counts[0]) / 10
+
+
+def products_seconds(model, precision, device):
+    """Seconds per character of one stream's recurrent matrix products alone at `precision`, each on a
+    one-row input as its step runs them: fp32 as torch.lstm_cell does (input and hidden products on
+    the column-major weights of CharRNN.stepper), bf16/int8 the stepper's own products (layer 0's input
+    is a row gather there). The floor of one stream's step before the gates, the head and sampling."""
+    if precision == "fp32":
+        weights = [getattr(model.rnn, name).detach().t().contiguous().t()
+                   for name, _ in model.rnn.named_parameters() if name.startswith("weight_")]
+        products = [lambda x, w=w: F.linear(x, w) for w in weights]
+        widths = [w.shape[1] for w in weights]
+    else:
+        products = make_stepper(model, precision).products
+        widths = [product.weight.shape[1] for product in products]
+    rows = [torch.randn(1, width, device=device) for width in widths]
+    return median_seconds(lambda: [product(row) for product, row in zip(products, rows)], device)
 
 
 def load_model(path, device):
@@ -120,7 +140,9 @@ def main():
 
     def bound(precision, streams, rate, write):
         if streams == 1:  # every weight read once per character, by a few dozen small operations
-            return limit.of_one_stream(rate, cost.weight_bytes(precision), ops_per_char(write))
+            products = products_seconds(model, precision, device)
+            return (f"{limit.of_one_stream(rate, cost.weight_bytes(precision), ops_per_char(write))}; "
+                    f"its products alone {products * 1e6:.0f} µs/char (at most {1 / products:,.0f} chars/s)")
         gemm = precision if precision in limit.gemm else "bf16" if "bf16" in limit.gemm else "fp32"
         return limit.of_shape(rate * cost.flop_forward, gemm, shape)
 
