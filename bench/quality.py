@@ -39,7 +39,8 @@ import peer
 # - 70 s: one layer beats two (a 2x256 LSTM takes ~3x longer per step), and small batches buy more
 #   updates, which matter more than throughput. bf16: 1x256 at batch 16 (1.4937 and 1.5040 in two
 #   runs; batch 32 1.5129, 1.5174). fp32 on a Zen 1, a third of the Zen 4's speed: 1x192 with lr 1e-2
-#   (1.6001; 1x256 1.6274, 1x128 1.6293, batch 8 1.6208, batch 32 1.6908, a 1x256 GRU 1.6615).
+#   (1.6001; the bf16 recipe 1.6274, as a GRU 1.6615; 1x192 at lr 8e-3 1.6098, at batch 32 1.6908,
+#   at batch 8 1.6208; 1x128 1.6293).
 # - 600 s: two layers pay off, how wide depends on the machine's speed. bf16: 2x512 with dropout 0.4
 #   (1.4544 at 6.1 epochs; dropout 0.3 1.4586, 0.5 1.4700; lr 6e-3 1.4618; batch 16 1.4636); a Zen 3's
 #   fp32 recipe overfits there at 9.3 epochs (1.747). fp32 on a Zen 1: 2x256 with dropout 0.1 and lr
