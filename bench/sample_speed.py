@@ -17,14 +17,14 @@ precision the device can run (fp32 first, the reference):
   the same way.
 
 Each speed is followed by its share of the limit that bounds it, measured in the same run
-(common.limits). One stream, per character, reads every weight once (counted at the precision's bytes
-per weight), at best at the rate of an fp32 one-row product over the fp32 weights (the fastest plain
-read of them), and runs a few dozen operations (counted as they are dispatched), each at least as long
-as one small operation: the sum is its ceiling. Beside it, the time of one stream's matrix products alone
-(products_seconds): on a CPU whose one-row kernel for a precision computes slower than it reads (int8
-on AVX2), that, not the read, is the floor of a step. Many streams are matrix products of `--streams` rows,
-so their FLOP/s against a matrix product of that shape in their precision (int8: bf16, its products'
-inputs, where the device has it).
+(common.limits). One stream, per character, reads every weight once (counted at the precision's
+bytes per weight), at best at the rate of an fp32 one-row product over the fp32 weights (the fastest
+plain read of them), and runs a few dozen operations (counted as they are dispatched), each at least
+as long as one small operation: the sum is its ceiling. Beside it, the time of one stream's matrix
+products alone (products_seconds): on a CPU whose one-row kernel for a precision computes slower
+than it reads (int8 on AVX2), that, not the read, is the floor of a step. Many streams are matrix
+products of `--streams` rows, so their FLOP/s against a matrix product of that shape in their
+precision (int8: bf16, its products' inputs, where the device has it).
 """
 
 import argparse
