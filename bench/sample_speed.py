@@ -40,7 +40,7 @@ from charrnn import checkpoint, params
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.evaluate import teacher_forced_loss
-from charrnn.model import CharRNN
+from charrnn.model import CharRNN, _column_major
 from charrnn.sample import generate
 from charrnn.split import split_bounds
 from charrnn.params import GENERATION_PRECISIONS
@@ -84,8 +84,7 @@ def products_seconds(model, precision, device):
     the column-major weights of CharRNN.stepper), bf16/int8 the stepper's own products (layer 0's input
     is a row gather there). The floor of one stream's step before the gates, the head and sampling."""
     if precision == "fp32":
-        weights = [getattr(model.rnn, name).detach().t().contiguous().t()
-                   for name, _ in model.rnn.named_parameters() if name.startswith("weight_")]
+        weights = [_column_major(weight) for name, weight in model.rnn.named_parameters() if name.startswith("weight_")]
         products = [lambda x, w=w: F.linear(x, w) for w in weights]
         widths = [w.shape[1] for w in weights]
     else:

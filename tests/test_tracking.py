@@ -262,8 +262,9 @@ def test_queued_experiments_run_two_at_a_time_into_the_one_store(project, monkey
         time.sleep(2)
     project("queue", "stop", check=False)
     status = project("queue", "status").stdout
-    failed = [line.split()[0] for line in status.splitlines() if line.rstrip().endswith("Failed")]
-    assert not failed, status + "".join(project("queue", "logs", task, check=False).stdout for task in failed)
+    failed = [line.split()[0] for line in status.splitlines() if "Failed" in line]
+    logs = "".join(project("queue", "logs", task, check=False).stdout for task in failed)
+    assert "Failed" not in status, status + logs
 
     client = MlflowClient(f"sqlite:///{project.root}/mlruns/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])
