@@ -4,6 +4,8 @@ Run a benchmark from the repository root, e.g. `CHARRNN_DATA_MIRROR=../shared/da
 the corpora are fetched (mirror, else download) and encoded once into bench/.data/.
 """
 
+import argparse
+import math
 import os
 import platform
 import sys
@@ -23,6 +25,21 @@ from charrnn.vocab import Vocab, encode_file  # noqa: E402
 
 DATA_DIR = Path(__file__).parent / ".data"
 PARAMS_FILE = Path(__file__).parent.parent / "params.yaml"  # the project's defaults
+
+
+def at_least(kind, low, strict=False):
+    """An argparse type: a finite `kind` (int or float) >= low (> low if strict), else argparse's usage error."""
+    rule = f"a{'n integer' if kind is int else ' number'} {'>' if strict else '>='} {low}"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"must be {rule} (got {text!r})")
+        return value
+    return parse
 
 
 def machine():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from common import DATA_DIR, machine
+from common import DATA_DIR, at_least, machine
 from charrnn import corpus
 from charrnn.errors import CharRNNError, exit_on_error
 
@@ -77,8 +77,8 @@ def synthetic_corpus(path, megabytes):
 @exit_on_error
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--megabytes", type=int, default=100, help="size of the synthetic corpus")
-    parser.add_argument("--repeats", type=int, default=3, help="no-op `dvc repro` runs to time")
+    parser.add_argument("--megabytes", type=at_least(int, 1), default=100, help="size of the synthetic corpus")
+    parser.add_argument("--repeats", type=at_least(int, 1), default=3, help="no-op `dvc repro` runs to time")
     args = parser.parse_args()
     mirror = os.environ.get(corpus.MIRROR_ENV)
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")

@@ -22,7 +22,8 @@ import time
 import torch
 import yaml
 
-from common import corpus_ids, device_sync, limits, machine, model_cost
+from common import at_least, corpus_ids, device_sync, limits, machine, model_cost
+from charrnn import params
 from charrnn.batches import windows
 from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.model import CharRNN
@@ -112,26 +113,31 @@ def peer_for(vocab, train_ids, budget):
     return peer.Evaluated(net)
 
 
-def parse_overrides(pairs):
+def parse_overrides(pairs, config):
+    """--set's key=value pairs, each a key of `config` with a value params.yaml would accept for it."""
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
             raise CharRNNError(f"--set takes key=value (got {pair!r})")
-        overrides[key] = yaml.safe_load(value)
+        if key not in config:
+            raise CharRNNError(f"--set: unknown setting {key!r} (the settings: {', '.join(sorted(config))})")
+        overrides[key] = params._checked(key, yaml.safe_load(value), "--set")
     return overrides
 
 
 @exit_on_error
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=70, help="training seconds (default 70; also try 600)")
+    parser.add_argument("--budget", type=at_least(float, 0, strict=True), default=70,
+                        help="training seconds (default 70; also try 600)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no-peer", action="store_true", help="skip the peer notebook's run")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a setting")
     args = parser.parse_args()
     device = pick_device(args.device)
-    config = {**settings_for(args.budget, device), **parse_overrides(args.set)}
+    config = settings_for(args.budget, device)
+    config.update(parse_overrides(args.set, config))
     vocab, ids = corpus_ids("tinyshakespeare")
     bounds = split_bounds(len(ids), 0.9, 0.1, 0.0)
     train_ids, val_ids = (ids[slice(*bounds[name])] for name in ("train", "val"))

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from common import PARAMS_FILE, corpus_ids, limits, machine, median_seconds, model_cost
+from common import PARAMS_FILE, at_least, corpus_ids, limits, machine, median_seconds, model_cost
 from charrnn import checkpoint, params
 from charrnn.device import pick_device
 from charrnn.errors import CharRNNError, exit_on_error
@@ -117,10 +117,10 @@ def main():
     parser.add_argument("--checkpoint", type=Path, help=f"a trained checkpoint (default: {DEFAULT_CHECKPOINT} if "
                         "it exists, else an untrained 2x512 LSTM: speed only)")
     parser.add_argument("--precisions", default="fp32,bf16,int8", help="comma-separated, fp32 first (the reference)")
-    parser.add_argument("--length", type=int, default=2000, help="characters of the one-stream measurement")
-    parser.add_argument("--streams", type=int, default=256, help="streams of the batched measurement")
-    parser.add_argument("--batch-length", type=int, default=200, help="characters per stream of the batched one")
-    parser.add_argument("--peer-length", type=int, default=300, help="characters the (slow) peer writes")
+    parser.add_argument("--length", type=at_least(int, 1), default=2000, help="characters of the one-stream measurement")
+    parser.add_argument("--streams", type=at_least(int, 1), default=256, help="streams of the batched measurement")
+    parser.add_argument("--batch-length", type=at_least(int, 1), default=200, help="characters per stream of the batched one")
+    parser.add_argument("--peer-length", type=at_least(int, 1), default=300, help="characters the (slow) peer writes")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
     device = pick_device(args.device)

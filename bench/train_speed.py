@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from common import PARAMS_FILE, corpus_ids, device_sync, limits, machine, model_cost, timed
+from common import PARAMS_FILE, at_least, corpus_ids, device_sync, limits, machine, model_cost, timed
 from charrnn import params
 from charrnn.batches import windows
 from charrnn.errors import exit_on_error
@@ -71,9 +71,9 @@ def row(name, rate, peer_rate=None, bound=""):
 @exit_on_error
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per measurement")
+    parser.add_argument("--steps", type=at_least(int, 1), default=20, help="timed optimizer steps per measurement")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--val-steps", type=int, default=100, help="steps before the bf16-vs-fp32 val check")
+    parser.add_argument("--val-steps", type=at_least(int, 0), default=100, help="steps before the bf16-vs-fp32 val check")
     args = parser.parse_args()
     device = pick_device(args.device)
     vocab, ids = corpus_ids("anna")
