@@ -196,6 +196,18 @@ def test_cli_precision_flag(trained):
     assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr
 
 
+@pytest.mark.parametrize("command", ["sample", "compare"])
+@pytest.mark.parametrize("option, value, rule", [
+    ("--seed", "-1", "an integer >= 0"), ("--temperature", "nan", "a number >= 0"),
+    ("--length", "1.5", "an integer >= 0"), ("--top-k", "0", "an integer from 1"),
+])
+def test_cli_sampling_options_follow_the_params_rules(command, option, value, rule):
+    """The flags refuse what params.yaml's `sample.*` refuses, with its rule, before any model is read."""
+    models = ["--checkpoint", "nosuch.pt"] if command == "sample" else ["nosuch.pt", "nosuch.pt"]
+    bad = cli(command, *models, option, value)
+    assert bad.returncode == 2 and f"argument {option}: must be {rule}" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_the_served_model_takes_a_precision(trained):
     from mlflow.exceptions import MlflowException
 

@@ -60,9 +60,9 @@ def _promote(args):
 
 
 def _repro_check(args):
-    from charrnn.reprocheck import repro_check
+    from charrnn.reprocheck import git_root, repro_check
 
-    problems = repro_check(".", keep=args.keep)
+    problems = repro_check(git_root("repro-check"), keep=args.keep)
     for problem in problems:
         print(f"  {problem}")
     if problems:
@@ -89,8 +89,20 @@ def _sampling_arguments(parser, *names, **defaults):
     """--prime, --length, ... as the `sample.*` params: their rules and defaults, unless `defaults` says."""
     for name in names:
         param = SCHEMA[f"sample.{name}"]
-        parser.add_argument(f"--{name.replace('_', '-')}", type=_SAMPLING_TYPES[name],
+        parser.add_argument(f"--{name.replace('_', '-')}", type=_checked_by_schema(name),
                             default=defaults.get(name, param.default), help=f"{param.rule} (default: %(default)s)")
+
+
+def _checked_by_schema(name):
+    """An argparse type for --name: a value that params.yaml's `sample.<name>` accepts, else a usage error."""
+    parse, rule = _SAMPLING_TYPES[name], SCHEMA[f"sample.{name}"].rule
+
+    def checked(text):
+        try:
+            return params._checked(f"sample.{name}", parse(text), f"--{name}")
+        except (ValueError, CharRNNError):
+            raise argparse.ArgumentTypeError(f"must be {rule} (got {text!r})") from None
+    return checked
 
 
 def _precision_argument(parser):
@@ -158,7 +170,7 @@ def build_parser():
         "repro-check", help="run the pipeline twice from scratch (tiny config) and compare every metric",
         description="In two scratch copies of this repository (its git-tracked files), run `dvc repro` with a "
         "tiny configuration; fail listing any metric or sample that differs (wall-clock chars_per_sec aside), "
-        "or if a second `dvc repro` is not a no-op. Run it from the repository root.",
+        "or if a second `dvc repro` is not a no-op. Run it anywhere in the repository.",
     )
     check.add_argument("--keep", action="store_true", help="keep the scratch copies for inspection")
     check.set_defaults(run=_repro_check)
