@@ -86,6 +86,23 @@ def test_bad_revisions_and_no_repository_are_clear_errors(two_runs, tmp_path):
     outside = subprocess.run([str(BIN / "charrnn"), "report"], cwd=tmp_path, capture_output=True, text=True,
                              env={**project.env, "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)})
     assert_clean_error(outside, "not in a git repository")
+    taken = project.root / "taken"
+    taken.write_text("not a folder")
+    assert_clean_error(project("report", "--base", "HEAD", "--output", "taken", check=False, tool="charrnn"),
+                       "cannot write the report into taken")
+    assert taken.read_text() == "not a folder"
+
+
+def test_repro_check_outside_a_charrnn_checkout_is_a_clear_error(two_runs, tmp_path):
+    project, _, _ = two_runs
+    env = {**project.env, "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)}
+    repro_check = [str(BIN / "charrnn"), "repro-check"]
+    outside = subprocess.run(repro_check, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert_clean_error(outside, "not in a git repository: run charrnn repro-check")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "sub").mkdir()
+    other = subprocess.run(repro_check, cwd=tmp_path / "sub", capture_output=True, text=True, env=env)
+    assert_clean_error(other, f"{tmp_path.resolve()} has no dvc.yaml and params.yaml")
 
 
 @pytest.mark.parametrize("workflow", ["ci.yml", "report.yml"])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from charrnn.atomic import atomic_path
 from charrnn.errors import CharRNNError
+from charrnn.reprocheck import git_root, repro_check
 
 LOSS_CURVES = "plots/train/loss.csv"
 SAMPLE = "samples/best.txt"
@@ -27,30 +28,27 @@ IMAGE = "loss.png"
 
 def write_report(base="main", output="report", with_repro_check=False):
     """Write `output`/report.md (and its image) comparing the workspace with `base`; return its path."""
-    root = _git_root()
+    root = git_root("report")
     commit = _resolve(root, base)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     label = f"`{base}` ({commit[:7]})"
-
     sections = [f"# charrnn report\n\nThe workspace against {label}."]
     sections.append(_params_section(root, commit))
     sections.append(_metrics_section(root, commit, label))
+    repro = _repro_section(root) if with_repro_check else None  # before any file is written: it may fail
+
+    output = Path(output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CharRNNError(f"cannot write the report into {output}: {err.strerror}") from None
     sections.append(_curves_section(root, commit, base, output / IMAGE))
     sections.append(_sample_section(root))
-    if with_repro_check:
-        sections.append(_repro_section(root))
+    if repro is not None:
+        sections.append(repro)
     path = output / "report.md"
     with atomic_path(path) as tmp:
         tmp.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
     return path
-
-
-def _git_root():
-    result = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise CharRNNError("not in a git repository: run charrnn report in the project's checkout")
-    return Path(result.stdout.strip())
 
 
 def _resolve(root, revision):
@@ -198,8 +196,6 @@ def _longest_backtick_run(text):
 
 
 def _repro_section(root):
-    from charrnn.reprocheck import repro_check
-
     problems = repro_check(root)
     if not problems:
         return "## Reproducibility\n\n`charrnn repro-check`: identical metrics and samples in two runs from " \

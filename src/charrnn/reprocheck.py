@@ -26,9 +26,20 @@ TINY = {"corpus": "hamlet", "lstm_size": 32, "num_layers": 1, "batch_size": 32, 
 OUTPUTS = ("metrics/*.json", "data/split/split.json", "plots/train/*.csv", "samples/*.txt")
 
 
+def git_root(command):
+    """The top folder of the git checkout the current folder is in; outside one, a CharRNNError."""
+    result = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise CharRNNError(f"not in a git repository: run charrnn {command} in the project's checkout")
+    return Path(result.stdout.strip())
+
+
 def repro_check(root, overrides=TINY, keep=False):
     """Return the list of differences (empty when the pipeline reproduces)."""
     root = Path(root).resolve()
+    if not (root / "dvc.yaml").is_file() or not (root / "params.yaml").is_file():
+        raise CharRNNError(f"{root} has no dvc.yaml and params.yaml: run charrnn repro-check in the charrnn "
+                           "project's checkout")
     scratch = Path(tempfile.mkdtemp(prefix="charrnn-repro-"))
     env = _environment(root)
     try:
