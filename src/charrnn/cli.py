@@ -94,14 +94,15 @@ def _sampling_arguments(parser, *names, **defaults):
 
 
 def _checked_by_schema(name):
-    """An argparse type for --name: a value that params.yaml's `sample.<name>` accepts, else a usage error."""
-    parse, rule = _SAMPLING_TYPES[name], SCHEMA[f"sample.{name}"].rule
+    """An argparse type for --name: a value that params.yaml's `sample.<name>` accepts, else a CharRNNError
+    naming the rule (argparse lets it through: it converts only ValueError, TypeError and its own errors)."""
+    flag, parse, rule = f"--{name.replace('_', '-')}", _SAMPLING_TYPES[name], SCHEMA[f"sample.{name}"].rule
 
     def checked(text):
         try:
-            return params._checked(f"sample.{name}", parse(text), f"--{name}")
+            return params._checked(f"sample.{name}", parse(text), flag)
         except (ValueError, CharRNNError):
-            raise argparse.ArgumentTypeError(f"must be {rule} (got {text!r})") from None
+            raise CharRNNError(f"{flag} must be {rule} (got {text!r})") from None
     return checked
 
 
