@@ -18,10 +18,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))  # `import peer` from any working directory
 
-from charrnn import corpus  # noqa: E402
-from charrnn.batches import load_ids  # noqa: E402
-from charrnn.device import has_bf16_kernels  # noqa: E402
-from charrnn.vocab import Vocab, encode_file  # noqa: E402
+from charrnn.data import corpus  # noqa: E402
+from charrnn.data.batches import load_ids  # noqa: E402
+from charrnn.data.prepare import encode_file  # noqa: E402
+from charrnn.data.vocab import Vocab  # noqa: E402
+from charrnn.training.device import has_bf16_kernels  # noqa: E402
 
 DATA_DIR = Path(__file__).parent / ".data"
 PARAMS_FILE = Path(__file__).parent.parent / "params.yaml"  # the project's defaults
@@ -292,7 +293,7 @@ def corpus_ids(name):
     raw, sha256 = corpus.fetch(source, DATA_DIR)
     ids_path, vocab_path = DATA_DIR / f"{name}.npy", DATA_DIR / f"{name}.vocab.json"
     if not vocab_path.exists() or Vocab.load(vocab_path).sha256 != sha256:
-        vocab, _ = encode_file(raw, ids_path, name, sha256, start=source.start, end=source.end)
+        vocab, _ = encode_file(raw, ids_path, name, sha256, source.origin, start=source.start, end=source.end)
         vocab.save(vocab_path)
     return Vocab.load(vocab_path), load_ids(ids_path)
 

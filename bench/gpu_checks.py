@@ -21,14 +21,15 @@ import torch
 import torch.distributed as dist
 
 from common import corpus_ids, device_sync, gpu_limits, machine
-from charrnn import checkpoint, distributed, params
-from charrnn.batches import windows
-from charrnn.checkpoint import Checkpointer
-from charrnn.device import pick_device, precision_context, resolve_precision
+from charrnn import params
+from charrnn.training import checkpoint, distributed
+from charrnn.data.batches import windows
+from charrnn.training.run import Checkpointer
+from charrnn.training.device import pick_device, precision_context, resolve_precision
 from charrnn.errors import CharRNNError, exit_on_error
-from charrnn.model import CharRNN
-from charrnn.sample import generate
-from charrnn.train import train, train_step
+from charrnn.training.model import CharRNN
+from charrnn.generation.sample import generate
+from charrnn.training.loop import train, train_step
 
 
 

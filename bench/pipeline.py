@@ -20,12 +20,12 @@ from pathlib import Path
 import yaml
 
 from common import DATA_DIR, at_least, machine
-from charrnn import corpus
+from charrnn.commands import reprocheck
+from charrnn.data import corpus
 from charrnn.errors import CharRNNError, exit_on_error
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = dict(corpus="hamlet", lstm_size=32, num_layers=1, batch_size=32, num_steps=32, epochs=1, eval_every=50,
-            keep_checkpoints=0, precision="fp32", device="cpu")
+TINY = dict(reprocheck.TINY, keep_checkpoints=0)
 
 
 def run(command, cwd, env):
@@ -44,9 +44,9 @@ def run(command, cwd, env):
 # 50 training steps over data/split/train.npy, memory-mapped: RSS must not grow with the split's size
 TRAIN_WINDOWS = """
 import torch
-from charrnn.batches import load_ids, windows
-from charrnn.model import CharRNN
-from charrnn.train import train_step
+from charrnn.data.batches import load_ids, windows
+from charrnn.training.model import CharRNN
+from charrnn.training.loop import train_step
 model = CharRNN(256, "lstm", 64, 1, 0.0)
 optimizer, hidden = torch.optim.Adam(model.parameters()), None
 for _, (x, y) in zip(range(50), windows(load_ids("data/split/train.npy"), 32, 32, "cpu")):
@@ -61,7 +61,7 @@ def train_rss(project, env):
 def set_params(project, **changes):
     path = project / "params.yaml"
     values = yaml.safe_load(path.read_text())
-    values.update(changes)
+    reprocheck.merge(values, changes)
     path.write_text(yaml.safe_dump(values))
 
 

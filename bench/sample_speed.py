@@ -8,7 +8,7 @@ made it, the 2x512 LSTM on Anna Karenina), else an untrained 2x512 LSTM over Ann
 characters: the speed does not depend on the weights, but the cost needs trained ones. For each
 precision the device can run (fp32 first, the reference):
 
-- with a checkpoint, its generation path (charrnn.steppers) read teacher-forced over the val and test
+- with a checkpoint, its generation path (charrnn.generation.steppers) read teacher-forced over the val and test
   splits (params.yaml's fractions), one character at a time with the state carried (the evaluation
   protocol's streams): bits per character, and the cost against fp32 in nats/char;
 - chars/s writing with top-k 5 from the prime "Far": one stream (`--length` characters) and
@@ -36,15 +36,16 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from common import PARAMS_FILE, at_least, corpus_ids, limits, machine, median_seconds, model_cost
-from charrnn import checkpoint, params
-from charrnn.device import pick_device
+from charrnn import params
+from charrnn.training import checkpoint
+from charrnn.training.device import pick_device
 from charrnn.errors import CharRNNError, exit_on_error
-from charrnn.evaluate import teacher_forced_loss
-from charrnn.model import CharRNN, _column_major
-from charrnn.sample import generate
-from charrnn.split import split_bounds
+from charrnn.training.model import CharRNN, shape as model_shape
+from charrnn.generation.sample import generate
+from charrnn.data.split import split_bounds
 from charrnn.params import GENERATION_PRECISIONS
-from charrnn.steppers import MAX_COST, make_stepper, resolve
+from charrnn.generation.steppers import MAX_COST, column_major, make_stepper, teacher_forced_loss
+from charrnn.training.device import generation_precision as resolve
 import peer
 
 PRIME = "Far"
@@ -84,7 +85,7 @@ def products_seconds(model, precision, device):
     the column-major weights of CharRNN.stepper), bf16/int8 the stepper's own products (layer 0's input
     is a row gather there). The floor of one stream's step before the gates, the head and sampling."""
     if precision == "fp32":
-        weights = [_column_major(weight) for name, weight in model.rnn.named_parameters() if name.startswith("weight_")]
+        weights = [column_major(weight) for name, weight in model.rnn.named_parameters() if name.startswith("weight_")]
         products = [lambda x, w=w: F.linear(x, w) for w in weights]
         widths = [w.shape[1] for w in weights]
     else:
@@ -103,7 +104,7 @@ def load_model(path, device):
         return CharRNN(len(vocab), "lstm", 512, 2, 0.5).to(device).eval(), vocab, {}
     model, vocab = checkpoint.load_model(path)
     corpus_vocab, ids = corpus_ids(vocab.corpus)
-    if (corpus_vocab.chars, corpus_vocab.sha256) != (vocab.chars, vocab.sha256):
+    if not corpus_vocab.same_text(vocab):
         raise CharRNNError(f"{path} was trained on another text or vocabulary than corpus '{vocab.corpus}'")
     p = params.load(PARAMS_FILE)
     bounds = split_bounds(len(ids), p["train_frac"], p["val_frac"], p["test_frac"])
@@ -146,7 +147,7 @@ def main():
         return limit.of_shape(rate * cost.flop_forward, gemm, shape)
 
     scored = ", ".join(f"{name} {len(ids):,}" for name, ids in splits.items())
-    print(f"{path or 'untrained (speed only)'}: {config['num_layers']}x{config['lstm_size']} {config['cell']}, "
+    print(f"{path or 'untrained (speed only)'}: {model_shape(config)}, "
           f"{len(vocab)} characters{f'; scored on {scored} characters' if splits else ''}; top-k 5, prime "
           f"{PRIME!r}; auto here is {resolve('auto', device, config['cell'])}")
     net = peer.PeerCharRNN(len(vocab))

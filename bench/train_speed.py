@@ -21,12 +21,12 @@ import torch
 
 from common import PARAMS_FILE, at_least, corpus_ids, device_sync, limits, machine, model_cost, timed
 from charrnn import params
-from charrnn.batches import windows
+from charrnn.data.batches import windows
 from charrnn.errors import exit_on_error
-from charrnn.model import CharRNN
-from charrnn.device import has_bf16_kernels, pick_device, precision_context, resolve_precision
-from charrnn.evaluate import evaluate
-from charrnn.train import train_step
+from charrnn.training.model import CharRNN, shape
+from charrnn.training.device import has_bf16_kernels, pick_device, precision_context, resolve_precision
+from charrnn.training.evaluate import evaluate
+from charrnn.training.loop import train_step
 import peer
 
 REFERENCE = dict(cell="lstm", lstm_size=512, num_layers=2, embedding_size=0, dropout=0.5,
@@ -107,7 +107,7 @@ def main():
     defaults = params.load(PARAMS_FILE)
     config = {key: defaults[key] for key in REFERENCE}
     precision = resolve_precision(device, defaults["precision"])
-    print(f"default params.yaml: {config['num_layers']}x{config['lstm_size']} {config['cell']}, "
+    print(f"default params.yaml: {shape(config)}, "
           f"batch {config['batch_size']} x {config['num_steps']}, dropout {config['dropout']}, {precision}")
     rate = chars_per_sec(charrnn_steps(vocab, ids, config, device, precision, steps), config, device)
     row(f"charrnn {precision}", rate, peer_rate, bound(rate, config, precision))

@@ -38,7 +38,8 @@ from urllib.parse import quote
 from mlflow import MlflowClient
 from playwright.sync_api import Error as BrowserError, sync_playwright
 
-from charrnn import params, registry, tracking
+from charrnn import params
+from charrnn.tracking import registry, runs, store
 from charrnn.errors import CharRNNError, exit_on_error
 
 IMG = Path("docs/img")
@@ -174,9 +175,9 @@ def main():
     if not vocab.exists():
         raise CharRNNError("no data/prepared/vocab.json: run this from the project root after `dvc repro`")
     corpus = json.loads(vocab.read_text())["corpus"]
-    name = tracking.experiment_name(params.load(), corpus)
+    name = runs.experiment_name(params.load(), corpus)
     IMG.mkdir(parents=True, exist_ok=True)
-    with mlflow_server(tracking.tracking_uri()) as url, sync_playwright() as playwright:
+    with mlflow_server(store.tracking_uri()) as url, sync_playwright() as playwright:
         client = MlflowClient(url)
         experiment = client.get_experiment_by_name(name)
         runs = experiment and client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'",

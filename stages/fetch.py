@@ -1,6 +1,7 @@
 """Stage fetch: put the corpus named in params.yaml at data/raw/<name>.txt, checksum verified."""
 
-from charrnn import corpus, params
+from charrnn import params
+from charrnn.data import corpus
 from charrnn.errors import exit_on_error
 
 RAW_DIR = "data/raw"

@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
-from charrnn import corpus, params
+from charrnn import params
+from charrnn.data import corpus
+from charrnn.data.prepare import encode_file
 from charrnn.errors import exit_on_error
-from charrnn.vocab import encode_file
 
 RAW_DIR = "data/raw"
 OUT_DIR = Path("data/prepared")
@@ -16,7 +17,8 @@ def main():
     source = corpus.resolve(p["corpus"])
     raw = corpus.raw_path(source, RAW_DIR)
     vocab, length = encode_file(
-        raw, OUT_DIR / "encoded.npy", source.name, corpus.sha256_of(raw), start=source.start, end=source.end
+        raw, OUT_DIR / "encoded.npy", source.name, corpus.sha256_of(raw), source.origin, start=source.start,
+        end=source.end,
     )
     vocab.save(OUT_DIR / "vocab.json")
     print(f"{source.name}: {length:,} characters, {len(vocab)} distinct, stored as {vocab.dtype.__name__}")

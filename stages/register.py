@@ -1,13 +1,15 @@
-"""Stage register: register best.pt's logged model (the train stage logged it) as a new version of
+"""Stage register: register best.pt's logged model (the log_models stage logged it) as a new version of
 charrnn-<corpus>, and give the alias `champion` to the best version with the same split and
 evaluation protocol."""
 
 import json
 
-from charrnn import params, registry, tracking
+from charrnn import params
 from charrnn.atomic import write_json
+from charrnn.data.vocab import Vocab
 from charrnn.errors import exit_on_error
-from charrnn.vocab import Vocab
+from charrnn.tracking import registry
+from charrnn.tracking.runs import LOGGED_MODELS, PipelineRun, comparability, run_record
 
 
 @exit_on_error
@@ -15,9 +17,9 @@ def main():
     p = params.load()
     vocab = Vocab.load("data/prepared/vocab.json")
     evaluation = json.loads(open("metrics/eval.json", encoding="utf-8").read())
-    key = tracking.comparability(p, vocab)
-    with tracking.PipelineRun.reopen() as run:
-        version = registry.register(run, tracking.run_record("best_model_id"), vocab.corpus, evaluation, key)
+    key = comparability(p, vocab)
+    with PipelineRun.reopen() as run:
+        version = registry.register(run, run_record("best_model_id", LOGGED_MODELS), vocab.corpus, evaluation, key)
         name = registry.model_name(vocab.corpus)
         print(f"registered {name} version {version} (val {evaluation['val_loss']:.4f})")
         champion, _ = registry.promote(run.client, name, key)

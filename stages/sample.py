@@ -3,12 +3,14 @@ to the pipeline's MLflow run, as files and as one table."""
 
 from pathlib import Path
 
-from charrnn import checkpoint, params, tracking
+from charrnn import params
 from charrnn.atomic import atomic_path
 from charrnn.errors import exit_on_error
-from charrnn.sample import format_samples, generate, sampling_options
-from charrnn.device import pick_device
-from charrnn.steppers import resolve
+from charrnn.generation.sample import format_samples, generate
+from charrnn.sampling_rules import sampling_options
+from charrnn.tracking.runs import PipelineRun
+from charrnn.training import checkpoint
+from charrnn.training.device import generation_precision, pick_device
 
 OUT_DIR = Path("samples")
 BEST = Path("models/best.pt")
@@ -23,10 +25,10 @@ def main():
     options = dict(sampling_options(p), seeds=seeds, device=device)
     steps = {path: checkpoint.load(path)["step"] for path in [*Path("models/checkpoints").glob("*.pt"), BEST]}
     rows = []
-    with tracking.PipelineRun.reopen() as run:
+    with PipelineRun.reopen() as run:
         for source in sorted(steps, key=lambda path: (path == BEST, steps[path])):  # best.pt last
             model, vocab = checkpoint.load_model(source)
-            precision = resolve(p["sample.precision"], device, model.config["cell"])
+            precision = generation_precision(p["sample.precision"], device, model.config["cell"])
             texts = generate(model, vocab, **options, precision=precision)
             target = OUT_DIR / f"{source.stem}.txt"
             with atomic_path(target) as tmp:

@@ -4,9 +4,9 @@ from pathlib import Path
 
 from charrnn import params
 from charrnn.atomic import save_array, write_json
-from charrnn.batches import load_ids
+from charrnn.data.batches import load_ids
+from charrnn.data.split import split_array
 from charrnn.errors import exit_on_error
-from charrnn.split import split_array
 
 ENCODED = "data/prepared/encoded.npy"
 OUT_DIR = Path("data/split")

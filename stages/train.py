@@ -1,21 +1,23 @@
 """Stage train: fit the char-RNN on the train split, validating on val; checkpoints under models/.
 
-Opens the pipeline's MLflow run (or continues it on resume), logs every kept checkpoint and best.pt as
-a model of the run, and writes the run's id and best.pt's model id to models/mlflow_run.json for the
-later stages. With `processes` > 1 it runs itself again under torchrun (data-parallel), and
-only rank 0 tracks and writes.
+Opens the pipeline's MLflow run (or continues it on resume) with live curves, and writes the run's id
+to models/mlflow_run.json for the later stages. With `processes` > 1 it runs itself again under
+torchrun (data-parallel), and only rank 0 tracks and writes. It runs training code alone: the
+sample section is checked by its rules (charrnn.sampling_rules), not by the generation code.
 """
 
-from charrnn import distributed, logged_models, params, tracking
+from charrnn import params
 from charrnn.atomic import write_csv, write_json
-from charrnn.batches import load_ids
-from charrnn.device import pick_device
+from charrnn.data.batches import load_ids
+from charrnn.data.split import require_one_batch
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError, exit_on_error
-from charrnn.sample import check_sampling, sampling_options
-from charrnn.split import require_one_batch
-from charrnn.steppers import resolve
-from charrnn.train import train
-from charrnn.vocab import Vocab
+from charrnn.sampling_rules import check_sampling, sampling_options
+from charrnn.tracking.live import TrainingTracker
+from charrnn.tracking.runs import RUN_FILE
+from charrnn.training import distributed
+from charrnn.training.device import generation_precision, pick_device
+from charrnn.training.loop import train
 
 VOCAB = "data/prepared/vocab.json"
 
@@ -24,10 +26,9 @@ VOCAB = "data/prepared/vocab.json"
 def main():
     p = params.load()
     vocab = Vocab.load(VOCAB)
-    device = pick_device(p["device"])
     try:  # the sample stage runs after hours of training: a bad sample option must fail now, not then
         check_sampling(vocab, **sampling_options(p))
-        resolve(p["sample.precision"], device, p["cell"])
+        generation_precision(p["sample.precision"], pick_device(p["device"]), p["cell"])
     except CharRNNError as err:
         raise CharRNNError(f"params.yaml sample section: {err}") from None
     train_ids = load_ids("data/split/train.npy")
@@ -39,14 +40,13 @@ def main():
     if not distributed.is_main():
         train(p, train_ids, val_ids, vocab, "models")
         return
-    with tracking.TrainingTracker(p, vocab) as tracker:
+    with TrainingTracker(p, vocab) as tracker:
         metrics, history = train(p, train_ids, val_ids, vocab, "models", tracker=tracker)
         tracker.training_done()
         write_csv("plots/train/loss.csv", history)
         write_json("metrics/train.json", metrics)
-        tracking.log_training(tracker.run, metrics, history, VOCAB)
-        best_model_id = logged_models.log_checkpoints(tracker.run, "models")
-        write_json(tracking.RUN_FILE, {"run_id": tracker.run.id, "best_model_id": best_model_id})
+        tracker.log_summary(metrics)
+        write_json(RUN_FILE, {"run_id": tracker.run.id})
     print(f"best val loss {metrics['best_val_loss']:.4f} at step {metrics['best_step']}, "
           f"{metrics['chars_per_sec']:,.0f} chars/s; MLflow run {tracker.run.id}")
 

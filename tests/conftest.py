@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from charrnn import params
+from charrnn.commands import reprocheck
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -158,8 +159,8 @@ TINY = dict(lstm_size=32, num_layers=1, batch_size=8, num_steps=16, epochs=2, ev
             warmup_steps=5, keep_checkpoints=0, dropout=0.1, learning_rate=0.01, precision="fp32", device="cpu")
 
 
-# The whole pipeline on Hamlet in seconds: 143 steps, a kept checkpoint at step 100.
-PIPELINE = dict(TINY, corpus="hamlet", batch_size=32, num_steps=32, epochs=1, eval_every=50, keep_checkpoints=100)
+# The whole pipeline on Hamlet in seconds: 143 steps, a kept checkpoint at step 100 (repro-check's).
+PIPELINE = dict(reprocheck.TINY)
 
 
 def tiny_params(**overrides):
@@ -169,10 +170,10 @@ def tiny_params(**overrides):
 
 def tiny_corpus(length=6000):
     """(train ids, val ids, vocab) of a small, learnable text."""
-    from charrnn.vocab import Vocab
+    from charrnn.data.vocab import Vocab
 
     text = "".join(f"the {word} sat on the mat. " for word in ("cat", "dog", "rat", "bat") * 100)[:length]
-    vocab = Vocab(chars=tuple(sorted(set(text))), corpus="tiny", sha256="0" * 64)
+    vocab = Vocab(chars=tuple(sorted(set(text))), corpus="tiny", sha256="0" * 64, origin="file:///tiny.txt")
     ids = vocab.encode(text)
     cut = int(0.85 * len(ids))
     return ids[:cut], ids[cut:], vocab

@@ -4,8 +4,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from charrnn import corpus
-from charrnn.corpus import Corpus
+from charrnn.data import corpus
+from charrnn.data.corpus import Corpus
 from charrnn.errors import CharRNNError
 
 TEXT = ("Happy families are all alike; every unhappy family is unhappy in its own way.\n" * 200).encode()

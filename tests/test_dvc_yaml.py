@@ -14,10 +14,16 @@ NOT_DATA = ("src/", "stages/", "params.yaml", "mlruns/", ".dvc/", ".git/", "dvc.
 
 
 def declared(stage):
+    """(deps, outs) of a stage; a folder of the package among the deps stands for its Python files."""
     def paths(entries):
         return [next(iter(entry)) if isinstance(entry, dict) else entry for entry in entries or []]
 
-    deps = paths(stage.get("deps"))
+    def files(dep):
+        if dep.startswith("src/") and (ROOT / dep).is_dir():
+            return sorted(str(path.relative_to(ROOT)) for path in (ROOT / dep).glob("*.py"))
+        return [dep]
+
+    deps = [path for dep in paths(stage.get("deps")) for path in files(dep)]
     outs = paths(stage.get("outs")) + paths(stage.get("metrics")) + paths(stage.get("plots"))
     return deps, outs
 
@@ -50,6 +56,7 @@ def test_stages_read_and_write_only_what_dvc_yaml_declares(project):
         assert loaded - set(deps) == set(), f"stage {name} uses package files dvc.yaml does not declare"
         script = ROOT / "stages" / f"{name}.py"
         imported = {f"src/charrnn/{file}" for file in modules.closure(*modules.imported_by(script))}
+        assert len(deps) == len(set(deps)), f"stage {name} declares a module twice (alone and in its folder)"
         assert {p for p in deps if p.startswith("src/")} == imported | loaded, f"stage {name}: deps it does not use"
         assert {p for p in writes if not within(p, outs)} == set(), name
         assert writes, f"stage {name} wrote nothing"
@@ -58,7 +65,7 @@ def test_stages_read_and_write_only_what_dvc_yaml_declares(project):
 
 
 def test_repro_check_lists_every_difference(monkeypatch):
-    from charrnn import reprocheck
+    from charrnn.commands import reprocheck
 
     outputs = iter([
         ({"metrics/train.json": {"val_loss": 1.5, "chars_per_sec": 10.0}, "samples/best.txt": "Far away"}, []),

@@ -5,9 +5,9 @@ import json
 
 import torch
 
-from charrnn import checkpoint
-from charrnn.evaluate import PROTOCOL_ID, STREAMS, WINDOW, evaluate, num_streams
-from charrnn.model import CharRNN
+from charrnn.training import checkpoint
+from charrnn.training.evaluate import PROTOCOL_ID, STREAMS, WINDOW, evaluate, num_streams
+from charrnn.training.model import CharRNN
 from conftest import PIPELINE, tiny_corpus, write_params
 
 

@@ -14,9 +14,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
-from charrnn import checkpoint
-from charrnn.registry import CHAMPION
-from charrnn.steppers import resolve
+from charrnn.training import checkpoint
+from charrnn.tracking.registry import CHAMPION
+from charrnn.training.device import generation_precision as resolve
 from conftest import PIPELINE, assert_clean_error, make_project, tiny_corpus, tiny_params, write_params
 
 CHECKPOINTED = dict(PIPELINE, lstm_size=8, keep_checkpoints=40)  # 143 steps: kept 40, 80, 120, and best.pt
@@ -39,7 +39,7 @@ def test_the_experiment_opens_on_training_runs(tracked, tmp_path, monkeypatch):
     assert tracked.experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     # a new experiment has the tag from the start, and one made before charrnn set it gets it with its next run
-    from charrnn.tracking import TrainingTracker
+    from charrnn.tracking.live import TrainingTracker
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")

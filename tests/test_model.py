@@ -3,10 +3,11 @@ import pytest
 import torch
 
 from charrnn import params
-from charrnn.batches import num_windows, streams, windows
-from charrnn.device import has_bf16_kernels
-from charrnn import model as model_module
-from charrnn.model import CELLS, CharRNN, fast_dropout
+from charrnn.data.batches import num_windows, streams, windows
+from charrnn.training.device import has_bf16_kernels
+from charrnn.training import model as model_module
+from charrnn.generation.steppers import fp32_stepper
+from charrnn.training.model import CELLS, CharRNN, fast_dropout
 
 
 @pytest.mark.parametrize("cell", params.CELL_TYPES)
@@ -32,7 +33,7 @@ def test_one_step_equals_a_one_character_forward(cell, embedding_size):
     with torch.no_grad():
         _, state = model(ids[:, :5])
         logits, expected_state = model(ids[:, 5:], state)
-        step_logits, step_state = model.stepper()(ids[:, 5], state)
+        step_logits, step_state = fp32_stepper(model)(ids[:, 5], state)
     torch.testing.assert_close(step_logits, logits[:, 0])
     torch.testing.assert_close(step_state, expected_state)
 
@@ -43,7 +44,7 @@ def test_the_bf16_rnn_path_runs_in_bf16_and_trains_the_fp32_weights(cell):
     # on the CPU it is called directly
     torch.manual_seed(0)
     model = CharRNN(10, cell, 16, 2, 0.0).eval()
-    inputs = model._inputs(torch.randint(0, 10, (3, 5)))
+    inputs = model.inputs(torch.randint(0, 10, (3, 5)))
     outputs, state = model._rnn_bf16(inputs, None)
     states = state if cell == "lstm" else [state]
     assert outputs.dtype == torch.bfloat16 and all(s.dtype == torch.bfloat16 for s in states)
@@ -70,15 +71,15 @@ def test_bf16_training_on_the_cpu_runs_the_layers_of_nn_rnn_with_fast_dropout(ce
         torch.manual_seed(1)
         logits, state = model(ids)
         torch.manual_seed(1)
-        layered_logits, layered_state = model._train_cpu_bf16(model._inputs(ids), None)
+        layered_logits, layered_state = model._train_cpu_bf16(model.inputs(ids), None)
         assert logits.dtype == torch.bfloat16 and torch.equal(logits, layered_logits)  # forward() takes this path
         # without the masks, layer by layer is nn.LSTM/GRU/RNN's own computation, bit for bit, the state carried
         monkeypatch.setattr(model_module, "fast_dropout", lambda x, p: x)
         model.rnn.dropout = 0.0
-        first, state = model._train_cpu_bf16(model._inputs(ids), None)
-        second, state = model._train_cpu_bf16(model._inputs(ids), state)
-        outputs, reference_state = model.rnn(model._inputs(ids))
-        outputs, reference_state = model.rnn(model._inputs(ids), reference_state)
+        first, state = model._train_cpu_bf16(model.inputs(ids), None)
+        second, state = model._train_cpu_bf16(model.inputs(ids), state)
+        outputs, reference_state = model.rnn(model.inputs(ids))
+        outputs, reference_state = model.rnn(model.inputs(ids), reference_state)
         expected = model.head(outputs)
     assert torch.equal(second, expected)
     for layered, reference in zip(*(s if cell == "lstm" else [s] for s in (state, reference_state))):

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from mlflow import MlflowClient
 
-from charrnn import checkpoint
+from charrnn.training import checkpoint
 from conftest import PIPELINE, interrupting, write_params
 
 
@@ -16,7 +16,7 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     write_params(project.root, **PIPELINE)
 
     first = project("repro").stdout
-    for stage in ("fetch", "prepare", "split", "train", "evaluate", "sample", "register"):
+    for stage in ("fetch", "prepare", "split", "train", "evaluate", "log_models", "sample", "register"):
         assert f"Running stage '{stage}'" in first
     vocab = json.loads((project.root / "data/prepared/vocab.json").read_text())
     assert vocab["corpus"] == "hamlet" and vocab["chars"] == sorted(vocab["chars"])
@@ -29,6 +29,32 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
 
     assert "Data and pipelines are up to date" in project("repro").stdout
 
+    # an edit (even a comment) of generation, serving, the registry, a command or the corpus list reruns
+    # the stages that run that code, never train; fetch and prepare give the same outputs again
+    client = MlflowClient(f"sqlite:///{project.root}/mlruns/mlflow.db")
+    [run] = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])
+    models = json.loads((project.root / "models/logged_models.json").read_text())["models"]
+    for module, stages, keep in [("serving/pyfunc.py", {"log_models"}, False),
+                                 ("tracking/registry.py", {"register"}, False),
+                                 ("commands/cli.py", set(), False),
+                                 ("generation/sample.py", {"log_models", "sample"}, True),
+                                 ("data/corpus.py", {"fetch", "prepare", "log_models", "sample"}, True)]:
+        edited = project.root / "src/charrnn" / module
+        original = edited.read_text()
+        edited.write_text(original + "# a comment\n")
+        assert set(json.loads(project("status", "--json").stdout)) == stages, module
+        if not keep:
+            edited.write_text(original)
+    rerun = project("repro").stdout
+    assert "Running stage 'train'" not in rerun and "Stage 'split' didn't change, skipping" in rerun
+    assert all(f"Running stage '{stage}'" in rerun for stage in ("prepare", "log_models", "sample", "register"))
+    relogged = json.loads((project.root / "models/logged_models.json").read_text())["models"]
+    assert relogged.keys() == models.keys() and set(relogged.values()).isdisjoint(models.values())
+    # the run lists the new models only, and the champion is the newest version of the same weights
+    assert {m.model_id for m in client.search_logged_models([run.info.experiment_id])} == set(relogged.values())
+    champion = client.get_model_version_by_alias("charrnn-hamlet", "champion")
+    assert str(champion.version) == "2" and champion.tags["run_id"] == run.info.run_id
+
     params = yaml.safe_load((project.root / "params.yaml").read_text())
     write_params(project.root, **{**params, "val_frac": 0.1, "test_frac": 0})  # the benchmark split
     rerun = project("repro").stdout
@@ -36,11 +62,10 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     assert "Running stage 'split'" in rerun and "Running stage 'train'" in rerun
     assert json.loads((project.root / "data/split/split.json").read_text())["val_chars"] == 162_849 - int(0.9 * 162_849)
 
-    # a code change (even a comment) or `dvc repro -f` trains from step 0, into a new MLflow run
-    client = MlflowClient(f"sqlite:///{project.root}/mlruns/mlflow.db")
+    # a change of training's code (even a comment) or `dvc repro -f` trains from step 0, into a new MLflow run
     experiment_id = client.get_experiment_by_name("charrnn-hamlet").experiment_id
     assert len(client.search_runs([experiment_id])) == 2  # the first run and the val_frac one
-    model_py = project.root / "src/charrnn/model.py"
+    model_py = project.root / "src/charrnn/training/model.py"
     model_py.write_text(model_py.read_text() + "# a comment\n")
     for args in (["repro"], ["repro", "-f"]):
         rerun = project(*args).stdout

@@ -7,15 +7,17 @@ import pandas as pd
 import pytest
 import torch
 
-from charrnn import checkpoint
-from charrnn.device import has_bf16_kernels
+from charrnn.training import checkpoint
+from charrnn.training.device import has_bf16_kernels
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import evaluate, evaluate_checkpoint, teacher_forced_loss
-from charrnn.model import CharRNN
-from charrnn.sample import generate, pick, uniform
-from charrnn.steppers import MAX_COST, make_stepper, resolve
-from charrnn.train import train
-from charrnn.vocab import Vocab
+from charrnn.generation.steppers import teacher_forced_loss
+from charrnn.training.evaluate import evaluate, evaluate_checkpoint
+from charrnn.training.model import CharRNN
+from charrnn.generation.sample import generate, pick, uniform
+from charrnn.generation.steppers import MAX_COST, make_stepper
+from charrnn.training.device import generation_precision as resolve
+from charrnn.training.loop import train
+from charrnn.data.vocab import Vocab
 from conftest import assert_clean_error, tiny_corpus, tiny_params
 
 
@@ -96,7 +98,7 @@ def test_evaluation_equals_the_training_loops_validation(trained):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "charrnn.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "charrnn.commands.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def outside_top_k(model, vocab, text, prime_length, k):
@@ -210,7 +212,7 @@ def test_cli_sampling_options_follow_the_params_rules(command, option, value, ru
 def test_the_served_model_takes_a_precision(trained):
     from mlflow.exceptions import MlflowException
 
-    from charrnn.pyfunc import CharRNNModel
+    from charrnn.serving.pyfunc import CharRNNModel
 
     served = CharRNNModel()
     served.load_context(SimpleNamespace(artifacts={"checkpoint": str(trained[2] / "best.pt")}))

@@ -3,7 +3,7 @@ import pytest
 
 from charrnn import params
 from charrnn.errors import CharRNNError
-from charrnn.split import split_array, split_bounds
+from charrnn.data.split import split_array, split_bounds
 
 
 def test_tiny_shakespeare_benchmark_split():

@@ -83,14 +83,14 @@ def test_bad_sample_options_stop_the_train_stage_before_it_trains(tmp_path):
 
 def test_cli_fetch_reports_errors(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "charrnn.cli", "fetch", "nosuchcorpus"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-m", "charrnn.commands.cli", "fetch", "nosuchcorpus"], cwd=tmp_path, capture_output=True, text=True
     )
     assert_clean_error(result, "unknown corpus 'nosuchcorpus'")
 
 
 def test_cli_fetch_from_mirror(tmp_path, mirror):
     charrnn = ROOT / ".venv" / "bin" / "charrnn"
-    command = [str(charrnn)] if charrnn.exists() else [sys.executable, "-m", "charrnn.cli"]
+    command = [str(charrnn)] if charrnn.exists() else [sys.executable, "-m", "charrnn.commands.cli"]
     result = subprocess.run(
         command + ["fetch", "tinyshakespeare", "--dest", "out"],
         cwd=tmp_path, capture_output=True, text=True, env={"CHARRNN_DATA_MIRROR": str(mirror), "PATH": ""},

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from charrnn import checkpoint
+from charrnn.training import checkpoint
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import PROTOCOL_ID
-from charrnn.registry import CHAMPION, download_checkpoint, promote
+from charrnn.training.evaluate import PROTOCOL_ID
+from charrnn.tracking.registry import CHAMPION, download_checkpoint, promote
 from conftest import PIPELINE, assert_clean_error, interrupting, make_project, prepare, run_stage, write_params
 
 
@@ -282,8 +282,8 @@ def test_queued_experiments_run_two_at_a_time_into_the_one_store(project, monkey
 
 
 def test_a_diverged_training_marks_its_run_failed(tmp_path, monkeypatch):
-    from charrnn import train as train_module
-    from charrnn.tracking import TrainingTracker
+    from charrnn.training import loop as train_module
+    from charrnn.tracking.live import TrainingTracker
     from conftest import tiny_corpus, tiny_params
 
     class Diverging(train_module.CharRNN):

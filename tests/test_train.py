@@ -6,12 +6,13 @@ import time
 import pytest
 import torch
 
-from charrnn import checkpoint, device as device_module, modules, train as train_module
-from charrnn.checkpoint import Checkpointer
-from charrnn.device import pick_device, resolve_precision
+from charrnn import modules
+from charrnn.training import checkpoint, device as device_module, loop as train_module
+from charrnn.training.run import Checkpointer
+from charrnn.training.device import pick_device, resolve_precision
 from charrnn.errors import CharRNNError
-from charrnn.evaluate import evaluate
-from charrnn.train import learning_rate, train
+from charrnn.training.evaluate import evaluate
+from charrnn.training.loop import learning_rate, train
 from conftest import prepare, tiny_corpus, tiny_params
 
 
@@ -168,13 +169,13 @@ def test_changed_params_or_code_start_afresh_and_say_why(tmp_path, monkeypatch, 
     with pytest.raises(Killed):
         train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
     monkeypatch.undo()
-    edited = tmp_path / "edited"  # the package as it is after a one-line edit of model.py
+    edited = tmp_path / "edited"  # the package as it is after a one-line edit of training/model.py
     shutil.copytree(modules.PACKAGE_DIR, edited)
-    (edited / "model.py").write_text((edited / "model.py").read_text() + "# a comment\n")
+    (edited / "training" / "model.py").write_text((edited / "training" / "model.py").read_text() + "# a comment\n")
     monkeypatch.setattr(modules, "PACKAGE_DIR", edited)
     capsys.readouterr()
     metrics, history = train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
-    assert "changed since: code model.py; training afresh" in capsys.readouterr().out
+    assert "changed since: code training/model.py; training afresh" in capsys.readouterr().out
     assert history[0]["step"] == 10 and metrics["steps"] == 39
 
 

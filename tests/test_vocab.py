@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from charrnn.errors import CharRNNError
-from charrnn.vocab import Vocab, encode_file
+from charrnn.data.prepare import encode_file
+from charrnn.data.vocab import Vocab
 
 
 def encode_text(tmp_path, data: bytes, **kwargs):

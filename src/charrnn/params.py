@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 import yaml
 
-from charrnn.corpus import CORPORA
 from charrnn.errors import CharRNNError
 
 
@@ -26,7 +25,7 @@ class Param:
 
 
 CELL_TYPES = ("lstm", "gru", "rnn")
-GENERATION_PRECISIONS = ("auto", "fp32", "bf16", "int8")  # sample.precision, --precision (charrnn.steppers)
+GENERATION_PRECISIONS = ("auto", "fp32", "bf16", "int8")  # sample.precision, --precision (charrnn.sampling_rules)
 
 
 def _at_least(low):
@@ -40,7 +39,7 @@ def _one_of(*choices):
 SCHEMA = {
     "corpus": Param(
         "anna", str,
-        f"a corpus name ({', '.join(CORPORA)}) or a path to a UTF-8 text file",
+        "a corpus name (`charrnn fetch --help` lists them) or a path to a UTF-8 text file",
         lambda value: value.strip() != "",
     ),
     "train_frac": Param(0.9, float, "a fraction in (0, 1]", lambda value: 0 < value <= 1),
@@ -123,7 +122,7 @@ def validate(raw, source="params"):
         name = missing[0]
         raise CharRNNError(f"{source}: missing param '{name}' (add e.g. `{name}: {SCHEMA[name].default}`)")
 
-    clean = {name: _checked(name, raw[name], source) for name in SCHEMA}
+    clean = {name: check_value(name, raw[name], source) for name in SCHEMA}
 
     total = clean["train_frac"] + clean["val_frac"] + clean["test_frac"]
     if total > 1 + 1e-9:
@@ -135,7 +134,8 @@ def validate(raw, source="params"):
     return clean
 
 
-def _checked(name, value, source):
+def check_value(name, value, source="params"):
+    """The value of the param `name` as its type, or a CharRNNError naming its rule."""
     param = SCHEMA[name]
     if value is None and param.nullable:
         return None

@@ -1,7 +1,7 @@
 """The MLflow pyfunc model: a DataFrame of prompts in, one generated text per row out.
 
-served_model.py (the "model from code" file MLflow runs on load) instantiates it; the train stage
-logs it with each checkpoint as an artifact (see logged_models.py).
+served_model.py (the "model from code" file MLflow runs on load) instantiates it; the log_models
+stage logs it with each checkpoint as an artifact (charrnn/tracking/logged_models.py).
 """
 
 import math
@@ -13,10 +13,10 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-from charrnn import checkpoint
 from charrnn.errors import CharRNNError
-from charrnn.sample import generate
+from charrnn.generation.sample import generate
 from charrnn.params import SCHEMA
+from charrnn.training import checkpoint
 
 MAX_LENGTH = 10_000  # the most characters one served request may ask for
 DEFAULT_PRECISION = SCHEMA["sample.precision"].default  # auto, as the sample stage and the CLI

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from charrnn.atomic import atomic_path
 from charrnn.errors import CharRNNError
-from charrnn.reprocheck import git_root, repro_check
+from charrnn.commands.reprocheck import git_root, repro_check
+from charrnn.plots import plot_losses
 
 LOSS_CURVES = "plots/train/loss.csv"
 SAMPLE = "samples/best.txt"
@@ -144,7 +145,7 @@ def _curves_section(root, commit, base, image):
     if not old and not new:
         image.unlink(missing_ok=True)
         return f"## Loss curves\n\nNo `{LOSS_CURVES}` at the base or in the workspace."
-    _plot({base: old, "workspace": new}, image)
+    plot_losses({base: old, "workspace": new}, image)
     notes = []
     if not old:
         notes.append(f"No loss curves at base `{base}`.")
@@ -161,25 +162,6 @@ def _git_show(root, commit, path):
 
 def _read_curves(text):
     return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(io.StringIO(text))]
-
-
-def _plot(curves, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 4))
-    for (name, rows), colour in zip(curves.items(), ("tab:orange", "tab:blue")):
-        if rows:
-            steps = [row["step"] for row in rows]
-            axes.plot(steps, [row["train_loss"] for row in rows], "--", color=colour, label=f"{name}: train")
-            axes.plot(steps, [row["val_loss"] for row in rows], "-", color=colour, label=f"{name}: val")
-    axes.set(xlabel="step", ylabel="loss (nats/char)", title="charrnn loss")
-    axes.legend()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
 
 
 def _sample_section(root):

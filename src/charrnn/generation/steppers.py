@@ -1,6 +1,7 @@
-"""Generation precision: the one-character step of a CharRNN in fp32, bf16 or with int8 weights.
+"""The one-character step of a CharRNN that generation runs, in fp32, bf16 or with int8 weights, and
+what a precision costs (teacher_forced_loss).
 
-fp32 is CharRNN.stepper(): the fused single-step cell kernels on the fp32 weights. bf16 and int8
+fp32 is fp32_stepper(): the fused single-step cell kernels on the fp32 weights. bf16 and int8
 (LSTM models) cut the bytes and the arithmetic of the recurrent matrix products, which bound
 generation on the CPU (one stream reads every weight per character; a batch of streams is matrix
 products), and keep the rest in fp32:
@@ -20,50 +21,84 @@ given machine; a stream's step comes out the same alone as in a batch of any siz
 (tests/test_sample.py), so a stream writes the same text alone as in a batch.
 
 `auto` is bf16 where the device has bf16 kernels, else int8 weights on a CPU (their cost, measured by
-bench/sample_speed.py with evaluate.teacher_forced_loss, is within MAX_COST), else fp32.
+bench/sample_speed.py with teacher_forced_loss, is within MAX_COST), else fp32. The rules of
+the precisions live in charrnn.sampling_rules.
 """
 
 import torch
 import torch.nn.functional as F
 
-from charrnn.device import has_bf16_kernels, require_bf16_kernels
-from charrnn.errors import CharRNNError
-from charrnn.model import WEIGHT_NAMES
-from charrnn.params import GENERATION_PRECISIONS
+from charrnn.data.batches import streams
+from charrnn.training.device import generation_precision
+from charrnn.training.evaluate import num_streams
+from charrnn.training.model import WEIGHT_NAMES
 
+# one time step of one layer of each cell, with the weights of the matching nn.LSTM/GRU/RNN layer
+CELL_STEPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 MAX_COST = 0.01  # nats/char: the most a precision may lose against fp32 (teacher-forced val loss) for auto
-
-
-def resolve(precision, device, cell="lstm"):
-    """The precision generation runs in: `auto` as the module says; a precision the device or the cell
-    cannot run is an error naming the choices that can."""
-    device_type = torch.device(device).type
-    if precision not in GENERATION_PRECISIONS:
-        raise CharRNNError(f"precision must be one of {', '.join(GENERATION_PRECISIONS)} (got {precision!r})")
-    if precision == "auto":
-        if cell != "lstm":
-            return "fp32"
-        if has_bf16_kernels(device_type):
-            return "bf16"
-        return "int8" if device_type == "cpu" else "fp32"
-    if precision != "fp32" and cell != "lstm":
-        raise CharRNNError(f"{precision} generation is implemented for LSTM models, and this one is a {cell}: "
-                           "use precision auto or fp32")
-    if precision == "bf16":
-        require_bf16_kernels(device_type, "precision auto or fp32" if device_type == "cuda" else
-                             "precision auto, fp32 or int8")
-    if precision == "int8" and device_type != "cpu":
-        raise CharRNNError("int8 generation runs on the CPU only: use precision auto, bf16 or fp32 on a GPU")
-    return precision
 
 
 def make_stepper(model, precision):
     """A function (ids (batch,), state) → (logits (batch, vocab) fp32, state) for generation at a resolved
-    precision (see resolve); the state is the model's (an LSTM's (h, c), another cell's h), in fp32. It
+    precision (training.device.generation_precision); the state is the model's (an LSTM's (h, c), another cell's h), in fp32. It
     keeps its own copy of the weights: make a new one after training more."""
     if precision == "fp32":
-        return model.stepper()
+        return fp32_stepper(model)
     return _ReducedStep(model, precision)
+
+
+def fp32_stepper(model):
+    """forward() on a one-character window, for generation (eval mode), as a step function.
+
+    It runs layer by layer through the fused single-step cell kernels (on the CPU a full-sequence
+    RNN call costs milliseconds of oneDNN set-up however short the sequence) on a copy of the
+    weights stored column-major, which makes the one-row matrix products of a single stream
+    about 2x faster on the CPU.
+    """
+    cell_step, lstm = CELL_STEPS[model.config["cell"]], model.config["cell"] == "lstm"
+    layers = [[column_major(getattr(model.rnn, f"{name}_l{layer}")) for name in WEIGHT_NAMES]
+              for layer in range(model.config["num_layers"])]
+    head_weight = column_major(model.head.weight)
+
+    def step(ids, state):
+        x = model.inputs(ids)
+        hidden, cells = state if lstm else (state, None)
+        new_hidden, new_cells = [], []
+        for layer, weights in enumerate(layers):
+            if lstm:
+                x, c = cell_step(x, (hidden[layer], cells[layer]), *weights)
+                new_cells.append(c)
+            else:
+                x = cell_step(x, hidden[layer], *weights)
+            new_hidden.append(x)
+        new_state = (torch.stack(new_hidden), torch.stack(new_cells)) if lstm else torch.stack(new_hidden)
+        return F.linear(x, head_weight, model.head.bias), new_state
+
+    return step
+
+
+def column_major(tensor):
+    """The same matrix (a detached copy) stored column-major; vectors unchanged."""
+    tensor = tensor.detach()
+    return tensor.t().contiguous().t() if tensor.dim() == 2 else tensor
+
+
+def teacher_forced_loss(model, ids, precision, device="cpu"):
+    """Mean cross-entropy (nats/char) of the generation path at `precision` over the split `ids`: the
+    evaluation protocol's streams read one character at a time by the stepper, state carried, every
+    character after a stream's first scored. In fp32 it equals training.evaluate.evaluate() to float
+    rounding: the difference is what the precision costs."""
+    precision = generation_precision(precision, device, model.config["cell"])
+    model = model.to(device).eval()
+    inputs, targets = (torch.from_numpy(a.astype("int64")).to(device) for a in streams(ids, num_streams(len(ids))))
+    state = model.zero_state(inputs.shape[0], device)
+    step = make_stepper(model, precision)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    with torch.inference_mode():
+        for t in range(inputs.shape[1]):
+            logits, state = step(inputs[:, t], state)
+            total += F.cross_entropy(logits, targets[:, t], reduction="sum")
+    return (total / targets.numel()).item()
 
 
 class _ReducedStep:
@@ -76,7 +111,7 @@ class _ReducedStep:
         product = {"bf16": _Bf16Product, "int8": _Int8Product}[precision]
         w_ih, w_hh, b_ih, b_hh = layers[0]
         with torch.no_grad():
-            every_input = model._inputs(torch.arange(model.config["vocab_size"], device=w_ih.device)).float()
+            every_input = model.inputs(torch.arange(model.config["vocab_size"], device=w_ih.device)).float()
             self.table = every_input @ w_ih.t() + b_ih + b_hh  # (vocab, 4 size): layer 0's input product
         self.products = [product(w_hh)] + [product(torch.cat([w_ih, w_hh], 1), b_ih + b_hh)
                                            for w_ih, w_hh, b_ih, b_hh in layers[1:]]

@@ -4,6 +4,7 @@ from contextlib import nullcontext
 
 import torch
 
+from charrnn import sampling_rules
 from charrnn.errors import CharRNNError
 
 
@@ -28,11 +29,23 @@ def resolve_precision(device, precision):
 
 
 def require_bf16_kernels(device_type, alternatives):
-    """The one error for bf16 asked of a device without bf16 kernels, naming the `alternatives`."""
+    """Raise no_bf16_error() unless the device has bf16 kernels."""
     if not has_bf16_kernels(device_type):
-        which = "GPU" if device_type == "cuda" else "CPU"
-        capability = "" if device_type == "cuda" else f" (CPU capability {torch.backends.cpu.get_cpu_capability()})"
-        raise CharRNNError(f"precision is bf16, but this {which} has no bf16 kernels{capability}: use {alternatives}")
+        raise no_bf16_error(device_type, alternatives)
+
+
+def no_bf16_error(device_type, alternatives):
+    """The one error for bf16 asked of a device without bf16 kernels, naming the `alternatives`."""
+    which = "GPU" if device_type == "cuda" else "CPU"
+    capability = "" if device_type == "cuda" else f" (CPU capability {torch.backends.cpu.get_cpu_capability()})"
+    return CharRNNError(f"precision is bf16, but this {which} has no bf16 kernels{capability}: use {alternatives}")
+
+
+def generation_precision(precision, device, cell="lstm"):
+    """sampling_rules.generation_precision on this device: its bf16 kernels, its error without them."""
+    device_type = torch.device(device).type
+    return sampling_rules.generation_precision(precision, cell, device_type, has_bf16_kernels(device_type),
+                                               lambda alternatives: no_bf16_error(device_type, alternatives))
 
 
 def precision_context(device, precision):

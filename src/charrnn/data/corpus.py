@@ -34,6 +34,11 @@ class Corpus:
     end: int | None = None  # where the text stops (a licence footer follows), in characters; None = the end
     source: Path | None = None  # a user's own text file
 
+    @property
+    def origin(self):
+        """Where the text comes from: its URL, or the file URI of a user's own file."""
+        return self.url or Path(self.source).resolve().as_uri()
+
 
 CORPORA = {
     "anna": Corpus(

@@ -7,8 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # the names params.CELL_TYPES allows
-# one time step of one layer of each cell, with the weights of the matching nn.LSTM/GRU/RNN layer
-CELL_STEPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 # a whole sequence through one stack of layers of each cell (what nn.LSTM/GRU/RNN call)
 CELL_SEQUENCES = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
 WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # of a layer, as nn.RNN names them
@@ -45,7 +43,7 @@ class CharRNN(nn.Module):
 
     def forward(self, ids, state=None):
         """ids (batch, steps) → logits (batch, steps, vocab), new state."""
-        inputs = self._inputs(ids)
+        inputs = self.inputs(ids)
         if inputs.is_cuda and _bf16_autocast("cuda"):
             outputs, state = self._rnn_bf16(inputs, state)
         elif self.training and self.config["dropout"] and not inputs.is_cuda and _bf16_autocast("cpu"):
@@ -62,8 +60,7 @@ class CharRNN(nn.Module):
         fp32 training still draws torch's masks and stays bit-identical to earlier versions."""
         cell, num_layers = self.config["cell"], self.config["num_layers"]
         if state is None:
-            zeros = inputs.new_zeros(num_layers, inputs.shape[0], self.config["lstm_size"])
-            state = (zeros, zeros) if cell == "lstm" else zeros
+            state = self.zero_state(inputs.shape[0], inputs.device)
         x, layer_states = inputs, []
         for layer in range(num_layers):
             weights = [getattr(self.rnn, f"{name}_l{layer}") for name in WEIGHT_NAMES]
@@ -86,43 +83,24 @@ class CharRNN(nn.Module):
             warnings.filterwarnings("ignore", message=".*not part of single contiguous chunk")  # the bf16 copies
             return torch.func.functional_call(self.rnn, weights, (bf16(inputs), map_state(state, bf16)))
 
-    def stepper(self):
-        """A function (ids (batch,), state) → (logits (batch, vocab), state) that advances every stream
-        by one character: forward() on a one-character window, for generation (eval mode).
-
-        It runs layer by layer through the fused single-step cell kernels (on the CPU a full-sequence
-        RNN call costs milliseconds of oneDNN set-up however short the sequence) on a copy of the
-        weights stored column-major, which makes the one-row matrix products of a single stream
-        about 2x faster on the CPU. It keeps that copy: make a new stepper after training more.
-        """
-        cell_step, lstm = CELL_STEPS[self.config["cell"]], self.config["cell"] == "lstm"
-        layers = [[_column_major(getattr(self.rnn, f"{name}_l{layer}")) for name in WEIGHT_NAMES]
-                  for layer in range(self.config["num_layers"])]
-        head_weight = _column_major(self.head.weight)
-
-        def step(ids, state):
-            x = self._inputs(ids)
-            hidden, cells = state if lstm else (state, None)
-            new_hidden, new_cells = [], []
-            for layer, weights in enumerate(layers):
-                if lstm:
-                    x, c = cell_step(x, (hidden[layer], cells[layer]), *weights)
-                    new_cells.append(c)
-                else:
-                    x = cell_step(x, hidden[layer], *weights)
-                new_hidden.append(x)
-            new_state = (torch.stack(new_hidden), torch.stack(new_cells)) if lstm else torch.stack(new_hidden)
-            return F.linear(x, head_weight, self.head.bias), new_state
-
-        return step
-
-    def _inputs(self, ids):
+    def inputs(self, ids):
+        """The first layer's input for ids: one-hot rows, or embeddings."""
         if self.embedding is None:
             return F.one_hot(ids.long(), self.config["vocab_size"]).to(self.head.weight.dtype)
         return self.embedding(ids.long())
 
+    def zero_state(self, batch, device="cpu"):
+        """The recurrent state a stream starts from: zeros, (h, c) for an LSTM."""
+        zeros = torch.zeros(self.config["num_layers"], batch, self.config["lstm_size"], device=device)
+        return (zeros, zeros) if self.config["cell"] == "lstm" else zeros
+
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
+
+
+def shape(config):
+    """A model's shape in words, e.g. '2x512 lstm', from its config (or params)."""
+    return f"{config['num_layers']}x{config['lstm_size']} {config['cell']}"
 
 
 def _bf16_autocast(device_type):
@@ -134,12 +112,6 @@ def fast_dropout(x, p):
     mask drawn with torch.rand, about 3x faster on the CPU than torch's bernoulli_."""
     keep = torch.rand(x.shape, device=x.device) >= p
     return x * (keep.to(x.dtype) * (1 / (1 - p)))
-
-
-def _column_major(tensor):
-    """The same matrix (a detached copy) stored column-major; vectors unchanged."""
-    tensor = tensor.detach()
-    return tensor.t().contiguous().t() if tensor.dim() == 2 else tensor
 
 
 def map_state(state, fn):

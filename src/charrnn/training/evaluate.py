@@ -14,10 +14,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from charrnn import checkpoint
-from charrnn.batches import streams, windows
+from charrnn.training import checkpoint
+from charrnn.data.batches import windows
 from charrnn.errors import CharRNNError
-from charrnn.steppers import make_stepper, resolve
 
 STREAMS, WINDOW = 64, 256
 PROTOCOL_ID = f"fp32-s{STREAMS}-w{WINDOW}"
@@ -43,25 +42,6 @@ def evaluate(model, ids, device):
     return (total / count).item()
 
 
-
-def teacher_forced_loss(model, ids, precision, device="cpu"):
-    """Mean cross-entropy (nats/char) of the generation path at `precision` (steppers) over the split
-    `ids`: the protocol's streams read one character at a time by the stepper, state carried, every
-    character after a stream's first scored. In fp32 it equals evaluate() to float rounding."""
-    precision = resolve(precision, device, model.config["cell"])
-    model = model.to(device).eval()
-    inputs, targets = (torch.from_numpy(a.astype("int64")).to(device) for a in streams(ids, num_streams(len(ids))))
-    batch, (size, layers) = inputs.shape[0], (model.config["lstm_size"], model.config["num_layers"])
-    zeros = torch.zeros(layers, batch, size, device=device)
-    state = (zeros, zeros) if model.config["cell"] == "lstm" else zeros
-    step = make_stepper(model, precision)
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    with torch.inference_mode():
-        for t in range(inputs.shape[1]):
-            logits, state = step(inputs[:, t], state)
-            total += F.cross_entropy(logits, targets[:, t], reduction="sum")
-    return (total / targets.numel()).item()
-
 @contextmanager
 def _exact_fp32(device):
     """fp32 as written: no autocast of a caller's, and no TF32, which CUDA may otherwise use for fp32
@@ -82,7 +62,7 @@ def loss_metrics(split, loss):
 def evaluate_checkpoint(path, vocab, splits, device):
     """Metrics of the model in `path` over each non-empty split ({name: ids} encoded with `vocab`)."""
     model, trained_on = checkpoint.load_model(path)
-    if (trained_on.chars, trained_on.sha256) != (vocab.chars, vocab.sha256):
+    if not trained_on.same_text(vocab):
         raise CharRNNError(f"{path} was trained on corpus '{trained_on.corpus}', but the data is '{vocab.corpus}' "
                            "(another text or vocabulary): retrain with `dvc repro train`")
     model.to(device)

@@ -5,9 +5,10 @@ import shutil
 import textwrap
 from pathlib import Path
 
-from charrnn import checkpoint
 from charrnn.errors import CharRNNError
-from charrnn.sample import generate
+from charrnn.generation.sample import generate
+from charrnn.training import checkpoint
+from charrnn.training.model import shape
 
 MIN_COLUMN = 40  # narrower columns than this: the two texts one after the other
 GUTTER = " | "
@@ -17,7 +18,7 @@ def load(spec):
     """(model, vocab, heading) of a model URI (models:/charrnn-anna/1, models:/charrnn-anna@champion,
     runs:/...) or a checkpoint file; the heading says which version it is, its val loss and size."""
     if "://" in spec or spec.startswith(("models:/", "runs:/")):
-        from charrnn.registry import download_checkpoint, version_of
+        from charrnn.tracking.registry import download_checkpoint, version_of
 
         path, label = download_checkpoint(spec), version_of(spec)
     elif Path(spec).is_file():
@@ -28,7 +29,7 @@ def load(spec):
     model, vocab = checkpoint.load_model(path)
     config = payload["model_config"]
     val = f"val {payload['val_loss']:.4f}" if "val_loss" in payload else "val loss unknown"
-    size = f"{config['num_layers']}x{config['lstm_size']} {config['cell']}, {model.num_params():,} parameters"
+    size = f"{shape(config)}, {model.num_params():,} parameters"
     return model, vocab, f"{label}: {val}, {size}, step {payload.get('step', '?')}"
 
 
@@ -37,7 +38,7 @@ def compare(spec_a, spec_b, prime, length, seed, temperature, top_k, precision="
     for a terminal `width` columns wide (default: this terminal's): two columns, or one text after the
     other if too narrow."""
     (model_a, vocab_a, head_a), (model_b, vocab_b, head_b) = load(spec_a), load(spec_b)
-    if (vocab_a.chars, vocab_a.sha256) != (vocab_b.chars, vocab_b.sha256):
+    if not vocab_a.same_text(vocab_b):
         raise CharRNNError(f"{spec_a} learned '{vocab_a.corpus}' and {spec_b} '{vocab_b.corpus}': "
                            "models of different corpora are not compared")
     texts = [generate(model, vocab_a, prime, length, temperature, top_k, seeds=[seed], precision=precision)[0]

@@ -9,7 +9,7 @@ from mlflow.exceptions import MlflowException
 
 from charrnn.errors import CharRNNError
 from charrnn.params import changed
-from charrnn.tracking import connect, redacted, tracking_uri
+from charrnn.tracking.store import connect, redacted, tracking_uri
 
 CHAMPION = "champion"
 
@@ -20,7 +20,7 @@ def model_name(corpus_name):
 
 
 def register(run, model_id, corpus_name, evaluation, key):
-    """Register the logged model `model_id` (best.pt's, logged by the train stage) as a new version of
+    """Register the logged model `model_id` (best.pt's, logged by the log_models stage) as a new version of
     charrnn-<corpus>, tagged with its val loss, comparability `key` and history: val/test bits per
     character (of `evaluation`, the evaluate stage's metrics), the params the run trained with that differ
     from the defaults, the git commit and the DVC experiment; the same in a short description. Returns
@@ -42,8 +42,8 @@ def register(run, model_id, corpus_name, evaluation, key):
 
 
 def promote(client, name, key, dry_run=False, switch_split=False):
-    """Give `champion` to the lowest-val-loss version of `name` among those with the comparability
-    `key` (split and evaluation protocol); print the decision.
+    """Give `champion` to the lowest-val-loss version of `name` (the newest of equals) among those with
+    the comparability `key` (split and evaluation protocol); print the decision.
 
     A champion measured on another split or by another protocol stays unless `switch_split`: such
     losses are not comparable, and a quick experiment on another split must not dethrone it.
@@ -53,7 +53,8 @@ def promote(client, name, key, dry_run=False, switch_split=False):
                 if all(v.tags.get(tag) == value for tag, value in key.items()) and "val_loss" in v.tags]
     if not versions:
         raise CharRNNError(f"no version of {name} with {_described(key)} to promote")
-    best = min(versions, key=lambda v: (float(v.tags["val_loss"]), int(v.version)))
+    # on a tie the newest: the same weights registered again after log_models reran (new serving code)
+    best = min(versions, key=lambda v: (float(v.tags["val_loss"]), -int(v.version)))
     best_loss = float(best.tags["val_loss"])
     try:
         current = client.get_model_version_by_alias(name, CHAMPION)

@@ -9,7 +9,9 @@ alone reproduces a sample.
 import torch
 
 from charrnn.errors import CharRNNError
-from charrnn.steppers import make_stepper, resolve
+from charrnn.generation.steppers import make_stepper
+from charrnn.sampling_rules import check_sampling
+from charrnn.training.device import generation_precision
 
 _MASK32 = 0xFFFFFFFF
 
@@ -20,13 +22,13 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
 
     temperature 0 is greedy decoding (deterministic, and prone to loops); top_k None and top_p 1 are off.
     `on_step(ids)` is called with each step's new ids (one per stream), for streaming output.
-    `precision` is the generation steps' (sample.precision's choices; auto as steppers.resolve): the prime is
+    `precision` is the generation steps' (sample.precision's choices; auto as sampling_rules says): the prime is
     read in fp32, the sampling arithmetic is fp32 whatever it is.
     """
     prime = check_sampling(vocab, prime, length, temperature, top_k, top_p, drop_unknown)
     if len(seeds) < 1:
         raise CharRNNError("num_samples must be >= 1")
-    precision = resolve(precision, device, model.config["cell"])
+    precision = generation_precision(precision, device, model.config["cell"])
     prime_ids = torch.as_tensor(vocab.encode(prime), dtype=torch.long, device=device)
     seeds = torch.as_tensor(list(seeds), dtype=torch.int64, device=device)
     model = model.to(device).eval()
@@ -44,17 +46,6 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
                 on_step(ids)
             logits, state = advance(ids, state)
     return [prime + vocab.decode(row) for row in out.cpu().numpy()]
-
-
-def usable_prime(vocab, prime, drop_unknown):
-    """The prime as generation uses it: unchanged, or without the characters outside the vocabulary."""
-    if not drop_unknown:
-        return prime
-    known = set(vocab.chars)
-    kept = "".join(c for c in prime if c in known)
-    if not kept:
-        raise CharRNNError("no character of the prime text is in the vocabulary")
-    return kept
 
 
 def format_samples(seeds, texts):
@@ -93,27 +84,3 @@ def uniform(seeds, step):
         x = (x * 0x846CA68B) & _MASK32
         x = x ^ (x >> 16)
     return (x.double() + 0.5) / 2.0**32
-
-
-def sampling_options(p):
-    """generate()'s sampling keywords from the `sample.*` params."""
-    return dict(prime=p["sample.prime"], length=p["sample.length"], temperature=p["sample.temperature"],
-                top_k=p["sample.top_k"], top_p=p["sample.top_p"], drop_unknown=p["sample.drop_unknown"])
-
-
-def check_sampling(vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0, drop_unknown=False):
-    """One clear error for each bad sampling option; returns the prime as generation uses it."""
-    if not prime:
-        raise CharRNNError("the prime text is empty: give at least one character to start from")
-    if length < 0:
-        raise CharRNNError(f"length must be >= 0 (got {length})")
-    if temperature < 0:
-        raise CharRNNError(f"temperature must be >= 0 (got {temperature}; 0 = greedy)")
-    if top_k is not None and not 1 <= top_k <= len(vocab):
-        raise CharRNNError(f"top_k must be between 1 and the vocabulary size {len(vocab)}, or null for off "
-                           f"(got {top_k})")
-    if not 0 < top_p <= 1:
-        raise CharRNNError(f"top_p must be in (0, 1] (got {top_p}; 1 = off)")
-    prime = usable_prime(vocab, prime, drop_unknown)
-    vocab.encode(prime)  # names the characters outside the vocabulary
-    return prime

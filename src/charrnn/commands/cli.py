@@ -3,12 +3,15 @@
 import argparse
 import sys
 
-from charrnn import __version__, checkpoint, corpus, params
+from charrnn import __version__, params
+from charrnn.data import corpus
+from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError, exit_on_error
+from charrnn.generation.sample import format_samples, generate
 from charrnn.params import GENERATION_PRECISIONS, SCHEMA
-from charrnn.sample import format_samples, generate, usable_prime
-from charrnn.device import pick_device
-from charrnn.vocab import Vocab
+from charrnn.sampling_rules import usable_prime
+from charrnn.training import checkpoint
+from charrnn.training.device import pick_device
 
 # charrnn.tracking imports MLflow (seconds); the commands that need it import it when they run.
 
@@ -19,7 +22,7 @@ def _fetch(args):
 
 def _sample(args):
     if args.model:
-        from charrnn.registry import download_checkpoint
+        from charrnn.tracking.registry import download_checkpoint
 
         args.checkpoint = download_checkpoint(args.model)
     model, vocab = checkpoint.load_model(args.checkpoint)
@@ -44,23 +47,23 @@ def _sample(args):
 
 
 def _compare(args):
-    from charrnn.compare import compare
+    from charrnn.commands.compare import compare
 
     print(compare(args.model_a, args.model_b, args.prime, args.length, args.seed, args.temperature, args.top_k,
                   args.precision))
 
 
 def _promote(args):
-    from charrnn import registry, tracking
+    from charrnn.tracking import registry, runs, store
 
     p = params.load(args.params)
     vocab = Vocab.load(args.vocab)
-    registry.promote(tracking.connect(), registry.model_name(vocab.corpus), tracking.comparability(p, vocab),
+    registry.promote(store.connect(), registry.model_name(vocab.corpus), runs.comparability(p, vocab),
                      dry_run=args.dry_run, switch_split=args.switch_split)
 
 
 def _repro_check(args):
-    from charrnn.reprocheck import git_root, repro_check
+    from charrnn.commands.reprocheck import git_root, repro_check
 
     problems = repro_check(git_root("repro-check"), keep=args.keep)
     for problem in problems:
@@ -71,7 +74,7 @@ def _repro_check(args):
 
 
 def _report(args):
-    from charrnn.report import write_report
+    from charrnn.commands.report import write_report
 
     print(f"report written to {write_report(args.base, args.output, args.repro_check)}")
 
@@ -100,7 +103,7 @@ def _checked_by_schema(name):
 
     def checked(text):
         try:
-            return params._checked(f"sample.{name}", parse(text), flag)
+            return params.check_value(f"sample.{name}", parse(text), flag)
         except (ValueError, CharRNNError):
             raise CharRNNError(f"{flag} must be {rule} (got {text!r})") from None
     return checked

@@ -1,0 +1,1 @@
+"""The `charrnn` command and what only its subcommands run: compare, repro-check, report."""

@@ -1,0 +1,1 @@
+"""Generation: the one-character steps in fp32, bf16 and int8, and sampling text from a model."""

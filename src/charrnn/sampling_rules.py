@@ -1,0 +1,67 @@
+"""The rules of the sampling options and of the generation precision, without torch.
+
+Generation (charrnn.generation) applies them; the train stage checks params.yaml's sample section by
+them before hours of training, without importing the generation code, so that an edit of the
+sampler never retrains the model.
+"""
+
+from charrnn.errors import CharRNNError
+from charrnn.params import GENERATION_PRECISIONS
+
+
+def check_sampling(vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0, drop_unknown=False):
+    """One clear error for each bad sampling option; returns the prime as generation uses it."""
+    if not prime:
+        raise CharRNNError("the prime text is empty: give at least one character to start from")
+    if length < 0:
+        raise CharRNNError(f"length must be >= 0 (got {length})")
+    if temperature < 0:
+        raise CharRNNError(f"temperature must be >= 0 (got {temperature}; 0 = greedy)")
+    if top_k is not None and not 1 <= top_k <= len(vocab):
+        raise CharRNNError(f"top_k must be between 1 and the vocabulary size {len(vocab)}, or null for off "
+                           f"(got {top_k})")
+    if not 0 < top_p <= 1:
+        raise CharRNNError(f"top_p must be in (0, 1] (got {top_p}; 1 = off)")
+    prime = usable_prime(vocab, prime, drop_unknown)
+    vocab.encode(prime)  # names the characters outside the vocabulary
+    return prime
+
+
+def usable_prime(vocab, prime, drop_unknown):
+    """The prime as generation uses it: unchanged, or without the characters outside the vocabulary."""
+    if not drop_unknown:
+        return prime
+    known = set(vocab.chars)
+    kept = "".join(c for c in prime if c in known)
+    if not kept:
+        raise CharRNNError("no character of the prime text is in the vocabulary")
+    return kept
+
+
+def sampling_options(p):
+    """generate()'s sampling keywords from the `sample.*` params."""
+    return dict(prime=p["sample.prime"], length=p["sample.length"], temperature=p["sample.temperature"],
+                top_k=p["sample.top_k"], top_p=p["sample.top_p"], drop_unknown=p["sample.drop_unknown"])
+
+
+def generation_precision(precision, cell, device_type, bf16_kernels, no_bf16_error):
+    """The precision generation runs in. `auto` is bf16 where the device has bf16 kernels
+    (`bf16_kernels`), else int8 weights on a CPU, else fp32; only LSTMs have bf16 and int8 steps. A
+    precision the device or the cell cannot run is an error naming the choices that can;
+    `no_bf16_error(alternatives)` is the device's own error for bf16 without bf16 kernels."""
+    if precision not in GENERATION_PRECISIONS:
+        raise CharRNNError(f"precision must be one of {', '.join(GENERATION_PRECISIONS)} (got {precision!r})")
+    if precision == "auto":
+        if cell != "lstm":
+            return "fp32"
+        if bf16_kernels:
+            return "bf16"
+        return "int8" if device_type == "cpu" else "fp32"
+    if precision != "fp32" and cell != "lstm":
+        raise CharRNNError(f"{precision} generation is implemented for LSTM models, and this one is a {cell}: "
+                           "use precision auto or fp32")
+    if precision == "bf16" and not bf16_kernels:
+        raise no_bf16_error("precision auto or fp32" if device_type == "cuda" else "precision auto, fp32 or int8")
+    if precision == "int8" and device_type != "cpu":
+        raise CharRNNError("int8 generation runs on the CPU only: use precision auto, bf16 or fp32 on a GPU")
+    return precision

@@ -1,0 +1,99 @@
+"""The training's live view in MLflow: the train stage's tracker opens the pipeline's run (or continues
+it on resume), logs each validation's losses as they come and MLflow's system metrics while it trains.
+"""
+
+import logging
+import os
+
+from mlflow.entities import Param
+from mlflow.exceptions import MlflowException
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+from charrnn.tracking.runs import (
+    EXPERIMENT_KIND, PipelineRun, comparability, experiment_name, git_commit, label, split_datasets,
+)
+from charrnn.tracking.store import connect, local_store, redacted, tracking_uri
+from charrnn.training.evaluate import loss_metrics
+
+SYSTEM_METRICS_INTERVAL = 10  # seconds between samples of CPU, memory (and GPU) during training
+
+
+class TrainingTracker:
+    """The tracker train() reports to: `start` opens (or, on resume, continues) the pipeline's run and
+    MLflow's sampling of the system metrics; `log` adds a validation's row to the curves.
+
+    As a context manager it closes the run, if one was started, as PipelineRun does.
+    """
+
+    def __init__(self, p, vocab):
+        self.p, self.vocab, self.run, self.monitor = p, vocab, None, None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.training_done()
+        if self.run is not None:
+            self.run.__exit__(*exc_info)
+
+    def training_done(self):
+        """Stop sampling the system metrics (once the training itself is over)."""
+        if self.monitor is not None:
+            self.monitor.finish()
+            self.monitor = None
+
+    def start(self, resumed_run_id):
+        client = connect()
+        if resumed_run_id is not None:
+            try:
+                client.get_run(resumed_run_id)
+            except MlflowException:
+                print(f"MLflow run {resumed_run_id} of the resumed training is not in {redacted(tracking_uri())}: "
+                      "starting a new run")
+            else:
+                self.run = PipelineRun.reopen(resumed_run_id)
+                self._monitor_system(resumed=True)
+                return self.run.id
+        exp_name = experiment_name(self.p, self.vocab.corpus)
+        experiment = client.get_experiment_by_name(exp_name)
+        kind, view = EXPERIMENT_KIND
+        if experiment is None:
+            local = tracking_uri() == f"sqlite:///{local_store() / 'mlflow.db'}"
+            artifacts = (local_store() / "artifacts").as_uri() if local else None  # a server picks its own
+            experiment_id = client.create_experiment(exp_name, artifact_location=artifacts, tags={kind: view})
+        else:
+            experiment_id = experiment.experiment_id
+            if kind not in experiment.tags:  # made by an earlier charrnn
+                client.set_experiment_tag(experiment_id, kind, view)
+        dvc_exp = os.environ.get("DVC_EXP_NAME", "")
+        name = dvc_exp or label(self.vocab.corpus, self.p)
+        tags = {"git_commit": git_commit(), "corpus": self.vocab.corpus, "corpus_sha256": self.vocab.sha256,
+                "device": self.p["device"], "dvc_exp_name": dvc_exp, **comparability(self.p, self.vocab)}
+        run = client.create_run(experiment_id, run_name=name, tags=tags)
+        self.run = PipelineRun(client, run.info.run_id)
+        client.log_batch(self.run.id, params=[Param(key, str(value)[:6000]) for key, value in self.p.items()])
+        self.run.log_datasets(split_datasets(self.p, self.vocab))
+        self._monitor_system(resumed=False)
+        return self.run.id
+
+    def _monitor_system(self, resumed):
+        """MLflow's own sampling of CPU, memory, disk, network (and GPU, with nvidia-ml-py) into the run's
+        system/ metrics, until training_done(); MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides the interval."""
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no chatter on a stage's stderr
+        self.monitor = SystemMetricsMonitor(self.run.id, sampling_interval=SYSTEM_METRICS_INTERVAL,
+                                            resume_logging=resumed, tracking_uri=tracking_uri())
+        self.monitor.start()
+
+    def log(self, row):
+        """A validation's row; val_loss in bits per character too."""
+        step = row["step"]
+        metrics = {key: value for key, value in row.items() if key != "step"}
+        self.run.log_metrics({**metrics, "val_bpc": loss_metrics("val", row["val_loss"])["val_bpc"]}, step=step)
+
+    def log_summary(self, metrics):
+        """After training: metrics/train.json's figures. The final train_loss and val_loss are already
+        the last points of their curves (logged at their step), so they are not logged again: at step 0
+        they would draw the curves back to the start."""
+        self.run.log_metrics({key: value for key, value in metrics.items()
+                              if isinstance(value, (int, float)) and key not in ("train_loss", "val_loss")})
+        self.run.client.set_tag(self.run.id, "device", metrics["device"])

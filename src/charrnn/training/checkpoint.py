@@ -1,0 +1,78 @@
+"""The checkpoint file format: a dict of tensors and plain values, written atomically, read with
+weights_only (no pickled code ever runs).
+
+Every checkpoint holds the model's config, weights and vocabulary, so it alone is enough to sample;
+what a training run adds to it (last.pt's resume state) is the run's business: training/run.py.
+"""
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from charrnn.atomic import atomic_path
+from charrnn.data.vocab import Vocab
+from charrnn.errors import CharRNNError
+from charrnn.training.model import CharRNN
+
+FORMAT = "charrnn-checkpoint/1"
+
+
+def model_payload(model, vocab, **extra):
+    """The part every checkpoint shares: config, weights (on the CPU) and vocabulary."""
+    return {
+        "format": FORMAT,
+        "model_config": dict(model.config),
+        "model_state": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "vocab": {"chars": list(vocab.chars), "corpus": vocab.corpus, "sha256": vocab.sha256},
+        **extra,
+    }
+
+
+def save(path, payload):
+    """Write a checkpoint payload atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load(path):
+    """Read a checkpoint safely (no pickled code runs); a missing, corrupt or foreign file is a CharRNNError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CharRNNError(f"checkpoint {path} not found (train first: dvc repro train)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError) as err:
+        raise CharRNNError(f"{path} is not a readable checkpoint ({_why_unreadable(err)})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CharRNNError(f"{path} is not a charrnn checkpoint")
+    return payload
+
+
+def _why_unreadable(err):
+    """torch's reason in a few words: its weights_only messages open with paragraphs of advice."""
+    text = str(err).strip()
+    if "WeightsUnpickler error:" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()[0]
+        if detail.startswith("Unsupported global:"):  # e.g. "Unsupported global: GLOBAL os.system was not ..."
+            name = detail.split(":", 1)[1].split(" was ")[0].replace("GLOBAL", "").strip()
+            return f"it holds pickled Python objects ({name}), which are never loaded"
+        return f"corrupt or not a torch file: {detail[:120]}"
+    return f"corrupt or truncated: {(text.splitlines()[0] if text else type(err).__name__)[:160]}"
+
+
+def load_model(path):
+    """(model in eval mode on the CPU, vocab) from a checkpoint file."""
+    payload = load(path)
+    vocab = Vocab(chars=tuple(payload["vocab"]["chars"]), corpus=payload["vocab"]["corpus"],
+                  sha256=payload["vocab"]["sha256"])
+    config = payload["model_config"]
+    if config.get("vocab_size") != len(vocab):
+        raise CharRNNError(f"{path}: model expects {config.get('vocab_size')} characters, vocabulary has {len(vocab)}")
+    try:
+        model = CharRNN(**config)
+        model.load_state_dict(payload["model_state"])
+    except (TypeError, KeyError, RuntimeError) as err:
+        raise CharRNNError(f"{path}: weights do not fit the model config ({str(err).splitlines()[0][:160]})") from None
+    return model.eval(), vocab

@@ -1,0 +1,224 @@
+"""The training loop: truncated BPTT over contiguous streams, periodic validation, best/last checkpoints.
+
+Read `train()` top to bottom, as nanoGPT's train.py: set-up, resume, the loop, and the step that
+validates and checkpoints. What the run is at and the files it writes are training/run.py's; where
+the curves go is the caller's `tracker` (the train stage's MLflow run; nowhere by default).
+"""
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from charrnn.data.batches import num_windows, windows
+from charrnn.data.split import require_one_batch
+from charrnn.errors import CharRNNError, deferred_interrupts
+from charrnn.training import distributed
+from charrnn.training.device import pick_device, precision_context, resolve_precision
+from charrnn.training.evaluate import evaluate
+from charrnn.training.model import CharRNN, map_state, shape
+from charrnn.training.run import Checkpointer, restart_cudnn_dropout, run_fingerprint, start
+
+
+class NoTracking:
+    """A tracker that records nothing: train()'s default (tests, benchmarks, DDP ranks other than 0).
+
+    A tracker is told `start(run id saved in last.pt, or None)` once, before any file changes, and
+    returns the id to save for a later resume; then `log(row)` at every validation."""
+
+    def start(self, run_id):
+        return run_id
+
+    def log(self, row):
+        pass
+
+
+def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
+    """Train per params `p`; write best.pt / last.pt (and kept checkpoints) under `out_dir`.
+    Returns (metrics dict, history rows {step, train_loss, val_loss, lr})."""
+    # Set-up: the device (one per process under DDP), this process's share of the data, model, optimizer.
+    device = distributed.init(pick_device(p["device"]))
+    precision = resolve_precision(device, p["precision"])
+    ranks = distributed.world_size()
+    require_one_batch("train", len(train_ids), p["batch_size"], p["num_steps"], ranks)
+    torch.manual_seed(p["seed"])
+    model = CharRNN.from_params(len(vocab), p).to(device)
+    stepped = model  # what the training steps run: the model, or its DDP wrapper that averages gradients
+    if ranks > 1:
+        stepped = torch.nn.parallel.DistributedDataParallel(model)
+        torch.manual_seed(p["seed"] + distributed.rank())  # same initial weights, different dropout masks
+        train_ids = distributed.shard(train_ids)
+    optimizer = torch.optim.Adam(model.parameters(), lr=p["learning_rate"])
+    total_steps = p["epochs"] * num_windows(train_ids, p["batch_size"], p["num_steps"])
+    autocast = precision_context(device, precision)
+    fingerprint = run_fingerprint(p, vocab, train_ids, val_ids, device, precision)
+    saver = Checkpointer(out_dir, model, optimizer, vocab, fingerprint, p["keep_checkpoints"])
+    progress = Progress(total_steps, p["batch_size"] * p["num_steps"] * ranks)
+
+    # Resume an unfinished run of the same params, data and code from last.pt, or start afresh; the
+    # tracker starts before any file changes, so an unreachable tracking server stops training here.
+    state, hidden = start(saver, total_steps, p["resume"], device, progress.say)
+    state.tracking_run_id = tracker.start(state.tracking_run_id)
+    saver.open_folder(fresh=state.step == 0)
+    progress.say(f"model: {shape(p)}, {model.num_params():,} parameters for {len(train_ids) * ranks:,} training "
+                 f"characters; {total_steps:,} steps on {device} ({precision}"
+                 f"{f', {ranks} processes' if ranks > 1 else ''})")
+
+    # The loop: one optimizer step per window; the carried state restarts with each epoch. Every
+    # eval_every steps, at a kept checkpoint and at the end: validate and checkpoint.
+    progress.begin(state.step)
+    loss_sum = torch.tensor(state.interval_loss, device=device)  # summed on the device: no host sync per step
+    model.train()
+    with deferred_interrupts(enabled=ranks == 1) as interrupted:  # DDP ranks stop at once, together
+        for x, y, epoch_start in epoch_windows(train_ids, p, state.step, device):
+            lr = learning_rate(state.step, total_steps, p)
+            hidden = None if epoch_start else hidden  # a new epoch starts every stream at its text's beginning
+            loss, hidden = train_step(stepped, optimizer, x, y, hidden, lr, p["grad_clip"], autocast)
+            loss_sum += loss
+            state.step, state.interval_steps = state.step + 1, state.interval_steps + 1
+            progress.step()
+            if state.step % p["eval_every"] == 0 or state.finished or saver.keep_due(state.step):
+                state.interval_loss = distributed.mean(loss_sum).item()
+                validate_and_checkpoint(state, model, val_ids, device, lr, saver, hidden, progress, tracker)
+                loss_sum = torch.zeros((), device=device)
+            if interrupted:  # Ctrl-C or SIGTERM during this step: save this very step, then stop
+                state.interval_loss = loss_sum.item()
+                stop(state, saver, hidden, progress)
+    progress.close()
+    distributed.close()
+    return summary(state, model, device, precision), state.history
+
+
+def epoch_windows(train_ids, p, step, device):
+    """(x, y, epoch_start) of every training window from the run's `step` to the end of the last
+    epoch; epoch_start is true at each epoch's first window."""
+    per_epoch = num_windows(train_ids, p["batch_size"], p["num_steps"])
+    for epoch in range(step // per_epoch, p["epochs"]):
+        first = step - epoch * per_epoch if epoch == step // per_epoch else 0
+        for index, (x, y) in enumerate(windows(train_ids, p["batch_size"], p["num_steps"], device, start=first)):
+            yield x, y, first + index == 0
+
+
+def validate_and_checkpoint(state, model, val_ids, device, lr, saver, hidden, progress, tracker):
+    """This step's validation, its checkpoints, its row (with the chars/s of the steps since the last
+    validation) to the tracker, and its progress line."""
+    rate = progress.lap(state)
+    row = validate(state, model, val_ids, device, lr)
+    saver.checkpoint(state, row, hidden)
+    restart_cudnn_dropout(device)  # as a resume from this checkpoint would: exact resume
+    tracker.log({**row, "chars_per_sec": rate})
+    progress.validated(state, row, rate)
+
+
+def validate(state, model, val_ids, device, lr):
+    """The history row of this step: the mean train loss since the last validation and the val loss
+    over the whole val split (by the evaluation protocol); notes a new best. Stops if either diverged."""
+    train_loss = state.interval_loss / state.interval_steps
+    # rank 0 validates; the others take its figure, so that they all stop together if it diverged
+    val_loss = distributed.broadcast(evaluate(model, val_ids, device) if distributed.rank() == 0 else 0.0)
+    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+        kept = f"best.pt keeps step {state.best_step}" if state.best_step else "no checkpoint was written"
+        raise CharRNNError(
+            f"training diverged at step {state.step} (loss {train_loss}): lower learning_rate or grad_clip; {kept}"
+        )
+    row = dict(step=state.step, train_loss=train_loss, val_loss=val_loss, lr=lr)
+    state.history.append(row)
+    state.interval_loss, state.interval_steps = 0.0, 0
+    if val_loss < state.best_val_loss:
+        state.best_val_loss, state.best_step = val_loss, state.step
+    return row
+
+
+def stop(state, saver, hidden, progress):
+    """Save last.pt at this very step and stop (KeyboardInterrupt): `dvc repro` resumes from it."""
+    progress.lap(state)
+    saver.save_interrupted(state, hidden)
+    progress.say(f"stopped at step {state.step}: {saver.last} saved, `dvc repro` resumes from it")
+    raise KeyboardInterrupt
+
+
+def summary(state, model, device, precision):
+    """metrics/train.json: the last and best losses, the steps, the speed and what trained."""
+    last = state.history[-1]
+    return dict(
+        train_loss=last["train_loss"], val_loss=last["val_loss"], best_val_loss=state.best_val_loss,
+        best_step=state.best_step, steps=state.step,
+        chars_per_sec=round(state.chars_trained / max(state.train_seconds, 1e-9), 1),
+        num_params=model.num_params(), device=torch.device(device).type, precision=precision,
+    )
+
+
+def train_step(model, optimizer, x, y, hidden, lr, grad_clip, autocast=nullcontext()):
+    """One optimizer step on the window (x, y) from the carried state `hidden`.
+
+    Returns the loss and the new state, both detached and left on the device (no host sync).
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast:
+        logits, hidden = model(x, hidden)
+    loss = F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach(), map_state(hidden, torch.Tensor.detach)
+
+
+def learning_rate(step, total_steps, p):
+    """Linear warmup over warmup_steps, then constant or cosine decay to min_lr at the last step."""
+    if step < p["warmup_steps"]:
+        return p["learning_rate"] * (step + 1) / p["warmup_steps"]
+    if p["lr_schedule"] == "constant":
+        return p["learning_rate"]
+    progress = (step - p["warmup_steps"]) / max(1, total_steps - p["warmup_steps"])
+    return p["min_lr"] + 0.5 * (p["learning_rate"] - p["min_lr"]) * (1 + math.cos(math.pi * progress))
+
+
+class Progress:
+    """What a person sees of a training (rank 0 only): a progress bar on a terminal, a line per
+    validation, and the time of the training steps alone, validations excluded, for chars/s."""
+
+    def __init__(self, total_steps, chars_per_step):
+        self.main = distributed.rank() == 0
+        self.total_steps, self.chars_per_step = total_steps, chars_per_step
+        self.bar = None
+
+    def say(self, text):
+        """A line of output that leaves the progress bar intact, flushed: DVC pipes stdout."""
+        if self.main:
+            tqdm.write(text)
+            sys.stdout.flush()
+
+    def begin(self, step):
+        self.bar = tqdm(total=self.total_steps, initial=step, unit="step",
+                        disable=not (self.main and sys.stderr.isatty()))
+        self._restart(step)
+
+    def step(self):
+        self.bar.update()
+
+    def lap(self, state):
+        """Add the time and characters of the steps since the last lap to the run's totals; their chars/s."""
+        seconds = time.perf_counter() - self.started
+        chars = (state.step - self.started_step) * self.chars_per_step
+        state.train_seconds += seconds
+        state.chars_trained += chars
+        self._restart(state.step)
+        return chars / max(seconds, 1e-9)
+
+    def validated(self, state, row, rate):
+        self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}", chars_s=f"{rate:,.0f}")
+        self.say(f"step {state.step:>6}/{self.total_steps} train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
+                 f"lr {row['lr']:.2e} {rate:,.0f} chars/s")
+        self._restart(state.step)  # the validation's time is not training time
+
+    def close(self):
+        self.bar.close()
+
+    def _restart(self, step):
+        self.started_step, self.started = step, time.perf_counter()
