@@ -16,6 +16,9 @@ precision (common.limits): training is bound by matrix-product throughput.
 import argparse
 import itertools
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import torch
 
@@ -62,6 +65,25 @@ def val_loss_after(vocab, train_ids, val_ids, device, precision, steps):
     return evaluate(model, val_ids, device)
 
 
+# The peer as a notebook runs it: in a process of its own, without charrnn's malloc setting
+# (charrnn/memory.py), which importing charrnn turns on.
+PEER_PROCESS = """
+import sys, types
+sys.modules["charrnn.memory"] = types.SimpleNamespace(keep_freed_memory=lambda: False)
+sys.path.insert(0, sys.argv[1])
+import train_speed
+from common import corpus_ids
+vocab, ids = corpus_ids("anna")
+print(train_speed.peer_chars_per_sec(vocab, ids, int(sys.argv[2])))
+"""
+
+
+def peer_in_own_process(steps):
+    result = subprocess.run([sys.executable, "-c", PEER_PROCESS, str(Path(__file__).parent), str(steps)],
+                            capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
 def row(name, rate, peer_rate=None, bound=""):
     """One figure: chars/s, beside the peer's, and `bound`, its share of the machine's limit."""
     ratio = f"{rate / peer_rate:5.2f}x the peer" if peer_rate else ""
@@ -90,9 +112,10 @@ def main():
 
     print(f"reference config: 2x512 LSTM, one-hot, batch 128 x 100, dropout 0.5, Adam 1e-3, clip 5, "
           f"Anna Karenina ({len(vocab)} characters); {args.steps} timed steps")
-    peer_rate = peer_chars_per_sec(vocab, ids, steps) if device == "cpu" else None
+    peer_rate = peer_in_own_process(steps) if device == "cpu" else None
     if peer_rate:
         row("peer notebook (fp32, numpy one-hot per step)", peer_rate, None, bound(peer_rate, REFERENCE, "fp32"))
+        print("  (the peer in a process of its own, with glibc's malloc as a notebook has it)")
     for precision in precisions:
         rate = chars_per_sec(charrnn_steps(vocab, ids, REFERENCE, device, precision, steps), REFERENCE, device)
         row(f"charrnn {precision}", rate, peer_rate, bound(rate, REFERENCE, precision))

@@ -9,7 +9,7 @@ import pytest
 from charrnn import modules
 from conftest import ROOT
 
-SHARED = {"__init__.py", "errors.py", "atomic.py", "params.py", "modules.py", "sampling_rules.py"}
+SHARED = {"__init__.py", "errors.py", "atomic.py", "params.py", "modules.py", "sampling_rules.py", "memory.py"}
 # what each subpackage may import besides the shared modules
 MAY_IMPORT = {
     "data": {"data"},
@@ -53,14 +53,14 @@ def test_the_train_stage_runs_no_generation_serving_registry_or_command_code():
 
 def test_the_shared_modules_stand_alone():
     # params and the sampling rules are read by every stage: they import no corpus list, no torch
-    for file in ("params.py", "sampling_rules.py", "errors.py", "atomic.py"):
+    for file in ("params.py", "sampling_rules.py", "errors.py", "atomic.py", "memory.py"):
         assert set(modules.closure(dotted(file))) <= SHARED, file
         imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse((modules.PACKAGE_DIR / file).read_text()))
                     if isinstance(node, (ast.Import, ast.ImportFrom))
                     for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
         assert "torch" not in imported, file
     assert modules.closure("charrnn.data.vocab") == ["__init__.py", "atomic.py", "data/__init__.py", "data/vocab.py",
-                                                      "errors.py"]
+                                                      "errors.py", "memory.py"]
 
 
 def test_the_closure_follows_every_form_of_import(tmp_path):
