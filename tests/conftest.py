@@ -30,6 +30,18 @@ def _reset_mlflow_environment():
             os.environ[name] = value
 
 
+# Fixtures that build a whole pipeline with `dvc repro`: a test that uses one is slow.
+PIPELINE_FIXTURES = {"project", "pipeline", "tracked", "two_runs"}
+
+
+def pytest_collection_modifyitems(items):
+    """Mark `slow` every test that runs a whole pipeline (PIPELINE_FIXTURES); servers, DDP and queues
+    are marked where they are. `pytest -m "not slow"` is the everyday tier."""
+    for item in items:
+        if PIPELINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def own_mlflow_environment():
     """mlflow.set_tracking_uri / set_registry_uri, which charrnn.tracking.connect() calls, keep the URIs

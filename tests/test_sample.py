@@ -1,3 +1,4 @@
+import copy
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -86,6 +87,15 @@ def test_bad_sampling_options_are_named(trained):
                             (dict(top_p=0), "top_p must be in"), (dict(seeds=[]), "num_samples must be >= 1")]:
         with pytest.raises(CharRNNError, match=message):
             generate(model, vocab, **{"prime": "the", "length": 5, **kwargs})
+
+
+def test_a_model_with_nan_weights_writes_no_text(trained):
+    model, vocab, *_ = trained
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.head.weight.fill_(float("nan"))
+    with pytest.raises(CharRNNError, match="outputs are not finite numbers"):
+        generate(broken, vocab, "the", 10)
 
 
 def test_evaluation_equals_the_training_loops_validation(trained):

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from charrnn.training import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.training.evaluate import PROTOCOL_ID
-from charrnn.tracking.registry import CHAMPION, download_checkpoint, promote
+from charrnn.tracking.registry import CHAMPION, download_checkpoint, promote, register
 from conftest import PIPELINE, assert_clean_error, interrupting, make_project, prepare, run_stage, write_params
 
 
@@ -186,6 +186,21 @@ def test_promotion_picks_the_lowest_val_loss_of_the_same_split_and_protocol(regi
     assert str(client.get_model_version_by_alias("charrnn-x", CHAMPION).version) == "4"
 
 
+def test_a_model_with_a_non_finite_val_loss_is_never_champion(registry):
+    client, add = registry
+    add(1.3)
+    add(float("nan"))  # a version an older charrnn registered from a NaN best.pt
+    add(float("-inf"))
+    assert promote(client, "charrnn-x", key()) == ("1", 1.3)
+    add(float("nan"), split="nan")
+    with pytest.raises(CharRNNError, match="no version of charrnn-x with split nan"):
+        promote(client, "charrnn-x", key("nan"))
+    # nor is such a model registered: the register stage stops with one line, before the registry changes
+    with pytest.raises(CharRNNError, match="best.pt scores val loss nan: its weights are not a usable model"):
+        register(None, "m-none", "x", {"val_loss": float("nan")}, key())
+
+
+@pytest.mark.slow
 def test_pipeline_against_a_real_tracking_server(tmp_path, mirror):
     port = free_port()
     server = subprocess.Popen(

@@ -309,6 +309,7 @@ def test_a_truncated_checkpoint_stops_the_resume_and_the_other_survives(tmp_path
     assert metrics["steps"] == 39
 
 
+@pytest.mark.slow
 def test_two_process_gloo_data_parallel_training(tmp_path, mirror):
     from conftest import PIPELINE, run_stage
 

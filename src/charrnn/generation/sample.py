@@ -38,6 +38,9 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
     with torch.inference_mode():
         logits, state = model(prime_ids.expand(len(seeds), -1))  # the whole prime in one pass
         logits = logits[:, -1]
+        if not torch.isfinite(logits).all():
+            raise CharRNNError("the model's outputs are not finite numbers (NaN or infinite weights): it cannot "
+                               "write text; retrain it")
         advance = make_stepper(model, precision)
         for step in range(length):
             ids = pick(logits, temperature, top_k, top_p, uniforms[:, step])

@@ -1,6 +1,7 @@
 """The MLflow model registry: each trained best.pt's logged model a version of charrnn-<corpus>, the
 alias `champion` on the best comparable one, and models loaded back by URI."""
 
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,6 +27,9 @@ def register(run, model_id, corpus_name, evaluation, key):
     from the defaults, the git commit and the DVC experiment; the same in a short description. Returns
     the version."""
     name = model_name(corpus_name)
+    if not usable(evaluation["val_loss"]):
+        raise CharRNNError(f"best.pt scores val loss {evaluation['val_loss']}: its weights are not a usable model, "
+                           f"so it is not registered as a version of {name}; retrain it (`dvc repro -f train`)")
     run_data = run.client.get_run(run.id).data
     bits = {metric: f"{evaluation[metric]:.4f}" for metric in ("val_bpc", "test_bpc") if metric in evaluation}
     params = ", ".join(f"{param}={value}" for param, value in changed(run_data.params).items()) or "defaults"
@@ -50,7 +54,7 @@ def promote(client, name, key, dry_run=False, switch_split=False):
     Idempotent. Returns (champion version, its val loss).
     """
     versions = [v for v in client.search_model_versions(f"name='{name}'")
-                if all(v.tags.get(tag) == value for tag, value in key.items()) and "val_loss" in v.tags]
+                if all(v.tags.get(tag) == value for tag, value in key.items()) and usable(v.tags.get("val_loss"))]
     if not versions:
         raise CharRNNError(f"no version of {name} with {_described(key)} to promote")
     # on a tie the newest: the same weights registered again after log_models reran (new serving code)
@@ -84,6 +88,15 @@ def promote(client, name, key, dry_run=False, switch_split=False):
             client.set_model_version_tag(name, best.version, "champion_since",
                                          datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return str(best.version), best_loss
+
+
+def usable(val_loss):
+    """A val loss (a number or a version's tag) that a model worth keeping scores: a finite number.
+    The one test of it, for registering a version and for choosing the champion."""
+    try:
+        return math.isfinite(float(val_loss))
+    except (TypeError, ValueError):
+        return False
 
 
 def download_checkpoint(model_uri):
