@@ -1,4 +1,5 @@
 import copy
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -232,6 +233,35 @@ def test_the_served_model_takes_a_precision(trained):
     assert served.predict(None, rows) == served.predict(None, rows, params={"precision": resolve("auto", "cpu")})
     with pytest.raises(MlflowException, match="precision must be one of"):
         served.predict(None, rows, params={"precision": "fp16"})
+
+
+def test_the_served_model_refuses_what_the_cli_refuses_and_bounds_a_request(trained):
+    from mlflow.exceptions import MlflowException
+
+    from charrnn.serving.pyfunc import MAX_PRIME, MAX_ROWS, MAX_TOTAL_LENGTH, CharRNNModel
+
+    served = CharRNNModel()
+    served.load_context(SimpleNamespace(artifacts={"checkpoint": str(trained[2] / "best.pt")}))
+    nan, inf = float("nan"), float("inf")
+    for rows, message in [
+        ({"prime": [None]}, "row 1: prime must be a non-empty text (got None)"),
+        ({"prime": [nan]}, "row 1: prime must be a non-empty text (got nan)"),
+        ({"prime": [["a", "b"]]}, "row 1: prime must be a non-empty text (got ['a', 'b'])"),
+        ({"prime": ["the", "the"], "temperature": [0.5, nan]}, "row 2: temperature must be a number >= 0"),
+        ({"prime": ["the"], "temperature": [inf]}, "row 1: temperature must be a number >= 0 (0 = greedy) (got inf)"),
+        ({"prime": ["the"], "seed": [-1]}, "row 1: seed must be an integer >= 0 (got -1)"),
+        ({"prime": ["the"], "length": [1.5]}, "row 1: length must be an integer >= 0 (got 1.5)"),
+        ({"prime": ["the"] * (MAX_ROWS + 1)}, f"a request has 1 to {MAX_ROWS} rows (got {MAX_ROWS + 1})"),
+        ({"prime": ["the " * (MAX_PRIME // 4 + 1)]}, f"over the limit of {MAX_PRIME:,} per prime"),
+        ({"prime": ["the"] * 3, "length": [MAX_TOTAL_LENGTH // 2] * 3},
+         f"over the limit of {MAX_TOTAL_LENGTH:,} per request"),
+    ]:
+        with pytest.raises(MlflowException, match=re.escape(message)) as refused:
+            served.predict(None, pd.DataFrame(rows))
+        assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
+    # null top_k is off, as in params.yaml; the other rows' values are theirs
+    texts = served.predict(None, pd.DataFrame({"prime": ["the", "the"], "top_k": [1, None], "length": [30, 30]}))
+    assert len(texts) == 2 and all(len(text) == 33 for text in texts)
 
 
 @pytest.mark.parametrize("precision", REDUCED)

@@ -131,7 +131,7 @@ def test_served_champion_answers_over_http(pipeline):
 
         for payload, message in [({"dataframe_records": [{"prime": "To be", "length": 10**6}]}, "over the limit of"),
                                  ({"dataframe_records": [{"prime": "To be \u20ac", "length": 5}]}, "not in the"),
-                                 ({"dataframe_records": [{"prime": "To be", "top_k": 0}]}, "top_k must be between 1"),
+                                 ({"dataframe_records": [{"prime": "To be", "top_k": 0}]}, "top_k must be an integer from 1"),
                                  ({"dataframe_records": [{"length": 5}]}, "prime")]:
             status, body = post_json(f"http://127.0.0.1:{port}/invocations", payload)
             assert status == 400 and message in body.get("message", ""), (payload, status, body)
