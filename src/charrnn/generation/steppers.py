@@ -40,8 +40,8 @@ MAX_COST = 0.01  # nats/char: the most a precision may lose against fp32 (teache
 
 def make_stepper(model, precision):
     """A function (ids (batch,), state) → (logits (batch, vocab) fp32, state) for generation at a resolved
-    precision (training.device.generation_precision); the state is the model's (an LSTM's (h, c), another cell's h), in fp32. It
-    keeps its own copy of the weights: make a new one after training more."""
+    precision (training.device.generation_precision); the state is the model's (an LSTM's (h, c),
+    another cell's h), in fp32. It keeps its own copy of the weights: make a new one after training more."""
     if precision == "fp32":
         return fp32_stepper(model)
     return _ReducedStep(model, precision)

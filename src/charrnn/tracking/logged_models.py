@@ -47,33 +47,37 @@ def log_checkpoints(run, folder):
     step: the same weights) as models of `run` (a tracking.runs.PipelineRun), in place of any the run
     has already; return {"best_model_id", "models": {step: model id}}."""
     folder = Path(folder)
-    by_step = {checkpoint.load(path)["step"]: path for path in (folder / "checkpoints").glob("*.pt")}
-    best_step = checkpoint.load(folder / "best.pt")["step"]
-    by_step.setdefault(best_step, folder / "best.pt")
-    delete_models_of(run)
+    by_step = {}  # step: (path, payload), each checkpoint read once
+    for path in (folder / "checkpoints").glob("*.pt"):
+        payload = checkpoint.load(path)
+        by_step[payload["step"]] = path, payload
+    best = checkpoint.load(folder / "best.pt")
+    best_step = best["step"]
+    by_step.setdefault(best_step, (folder / "best.pt", best))
+    source = run.client.get_run(run.id)
+    delete_models_of(run, source.info.experiment_id)
     history = {key: {m.step: m for m in run.client.get_metric_history(run.id, key)} for key in LINKED}
-    tests = [run.client.get_metric_history(run.id, key)[-1:] for key in LINKED_TO_BEST]
+    test_metrics = [m for key in LINKED_TO_BEST for m in run.client.get_metric_history(run.id, key)[-1:]]
     ids = {}
-    for step, path in sorted(by_step.items()):
+    for step, (path, payload) in sorted(by_step.items()):
         linked = [history[key][step] for key in LINKED if step in history[key]]
-        linked += [metric for found in tests for metric in found] if step == best_step else []
-        ids[step] = log_checkpoint(run, path, step, best=step == best_step, linked=linked)
+        linked += test_metrics if step == best_step else []
+        ids[step] = log_checkpoint(run, source, path, payload, best=step == best_step, linked=linked)
     return {"best_model_id": ids[best_step], "models": {str(step): model_id for step, model_id in ids.items()}}
 
 
-def delete_models_of(run):
+def delete_models_of(run, experiment_id):
     """Delete the models logged from `run` so far (by an earlier log_models of the same training)."""
-    experiment_id = run.client.get_run(run.id).info.experiment_id
     for model in run.client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run.id}'"):
         run.client.delete_logged_model(model.model_id)
 
 
-def log_checkpoint(run, path, step, best, linked):
-    """Log one checkpoint as a model of the run at `step`, named by what it is (e.g.
-    hamlet-1x32-lstm-step100-best), with the run's params and the run's metrics `linked` to it."""
-    payload = checkpoint.load(path)
+def log_checkpoint(run, source, path, payload, best, linked):
+    """Log one checkpoint (`payload`, read from `path`) as a model of the run at its step, named by what it
+    is (e.g. hamlet-1x32-lstm-step100-best), with the params of `source` (the run's MLflow record) and
+    the run's metrics `linked` to it."""
+    step = payload["step"]
     name = f"{label(payload['vocab']['corpus'], payload['model_config'])}-step{step}{'-best' if best else ''}"
-    source = run.client.get_run(run.id)
     model = run.client.create_logged_model(source.info.experiment_id, name=name, source_run_id=run.id,
                                            params=source.data.params, tags={"checkpoint": path.name})
     with tempfile.TemporaryDirectory() as folder:
