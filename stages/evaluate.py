@@ -19,9 +19,9 @@ def main():
         splits = {name: load_ids(f"data/split/{name}.npy") for name in ("val", "test")}
         metrics = evaluate_checkpoint("models/best.pt", vocab, splits, pick_device(p["device"]))
         write_json("metrics/eval.json", {**metrics, "eval_protocol": PROTOCOL_ID})
-        # best.pt's val_loss and val_bpc are on the run's curves at its step already (the same protocol);
-        # the log_models stage links the test metrics to best.pt's logged model
-        run.log_metrics({key: value for key, value in metrics.items() if key not in ("val_loss", "val_bpc")})
+        # single figures (step 0: bars in the UI's chart view, after the loss curves); the log_models
+        # stage links the test metrics to best.pt's logged model
+        run.log_metrics(metrics)
     print(", ".join(f"{key} {value:.4f}" for key, value in metrics.items()))
 
 

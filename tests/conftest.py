@@ -1,8 +1,14 @@
-"""Shared fixtures: the corpus mirror, params files, and running stage scripts as DVC does."""
+"""Shared fixtures: the corpus mirror, params files, running stage scripts as DVC does, the `charrnn`
+command in-process, and the tiny pipeline built once for the read-only checks of several modules."""
 
+import io
+import json
 import os
+import runpy
+import signal
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -31,7 +37,7 @@ def _reset_mlflow_environment():
 
 
 # Fixtures that build a whole pipeline with `dvc repro`: a test that uses one is slow.
-PIPELINE_FIXTURES = {"project", "pipeline", "tracked", "two_runs"}
+PIPELINE_FIXTURES = {"project", "built"}
 
 
 def pytest_collection_modifyitems(items):
@@ -110,6 +116,37 @@ def prepare(folder, mirror=None, **overrides):
     return folder
 
 
+def in_process(entry_point, args, cwd=None):
+    """Run `entry_point()` (a command's or a stage's main) in this process, in `cwd` (default: the current
+    folder), as the program `args`: for the tests of what it prints and refuses, where a subprocess
+    would cost seconds of imports. Returns a CompletedProcess."""
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    here, on_sigterm = os.getcwd(), signal.getsignal(signal.SIGTERM)  # exit_on_error sets a SIGTERM handler
+    try:
+        os.chdir(cwd or here)
+        with redirect_stdout(out), redirect_stderr(err):
+            entry_point()
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
+    finally:
+        os.chdir(here)
+        signal.signal(signal.SIGTERM, on_sigterm)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def charrnn(*args, cwd=None):
+    """`charrnn ARGS` in this process (its entry point is run as a program by test_stages.py's fetch test)."""
+    from charrnn.commands import cli
+
+    return in_process(lambda: cli.main(list(args)), ["charrnn", *args], cwd)
+
+
+def stage_in_process(name, cwd):
+    """stages/<name>.py in this process, with `cwd` as the project root (run_stage runs it as DVC does)."""
+    script = ROOT / "stages" / f"{name}.py"
+    return in_process(lambda: runpy.run_path(str(script), run_name="__main__"), [str(script)], cwd)
+
+
 def assert_clean_error(result, *fragments):
     """A user error: exit 1, one `error:` line on stderr naming the problem, no traceback."""
     assert result.returncode == 1, (result.stdout, result.stderr)
@@ -120,7 +157,7 @@ def assert_clean_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvcignore")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "stages", "src", ".dvc/config", ".dvcignore", ".gitignore")
 
 
 def make_project(folder, mirror, **env):
@@ -167,12 +204,60 @@ def project(tmp_path, mirror):
     return make_project(tmp_path, mirror)
 
 
+def git(runner, *args):
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=runner.root, check=True,
+                   capture_output=True, env=runner.env)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory, mirror):
+    """The tiny pipeline built once, for the checks that only read what it made (tests that change a
+    project make their own). In a git + DVC project on branch `work` (no `main`):
+
+    - `dvc repro` of BUILT (a 1x8 LSTM; checkpoints kept at steps 40, 80 and 120, best.pt at 143), with
+      the audit hook of tests/audit/ recording what each stage reads, loads and writes (into `audit`),
+      and MLflow's system metrics sampled every 0.2 s; its results committed ("first run"; HEAD~1 is the
+      project before any run);
+    - then `dvc exp run -n wider -S lstm_size=32`, which leaves its results in the workspace and takes
+      `champion` from the first run's version.
+
+    Returns the runner, with `client` (the project's store), `experiment`, `runs` ({lstm_size: run}),
+    `audit` (the folder of the audit logs) and `first` (the committed metrics of the first run)."""
+    runner = make_project(tmp_path_factory.mktemp("built"), mirror)
+    git(runner, "branch", "-m", "work")  # no main, whatever git's default
+    write_params(runner.root, **BUILT)
+    runner.audit = runner.root / "audit"
+    runner.audit.mkdir()
+    plain = dict(runner.env)
+    runner.env.update(with_python_path(plain, ROOT / "tests" / "audit"), CHARRNN_AUDIT_DIR=str(runner.audit),
+                      MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.2")
+    runner("repro")
+    runner.env.clear()
+    runner.env.update(plain, MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.2")
+    with open(runner.root / ".gitignore", "a") as ignored:
+        ignored.write("/audit/\n")
+    git(runner, "add", "-A")
+    git(runner, "commit", "-qm", "first run")
+    runner.first = {name: json.loads((runner.root / name).read_text()) for name in METRIC_FILES}
+    runner("exp", "run", "-n", "wider", "-S", "lstm_size=32")
+
+    from mlflow import MlflowClient
+
+    runner.client = MlflowClient(f"sqlite:///{runner.root}/mlruns/mlflow.db")
+    runner.experiment = runner.client.get_experiment_by_name("charrnn-hamlet")
+    runner.runs = {r.data.params["lstm_size"]: r for r in runner.client.search_runs([runner.experiment.experiment_id])}
+    return runner
+
+
 TINY = dict(lstm_size=32, num_layers=1, batch_size=8, num_steps=16, epochs=2, eval_every=10,
             warmup_steps=5, keep_checkpoints=0, dropout=0.1, learning_rate=0.01, precision="fp32", device="cpu")
 
 
 # The whole pipeline on Hamlet in seconds: 143 steps, a kept checkpoint at step 100 (repro-check's).
 PIPELINE = dict(reprocheck.TINY)
+# The shared build's first run (see `built`): smaller, with more kept checkpoints.
+BUILT = dict(PIPELINE, lstm_size=8, keep_checkpoints=40)
+METRIC_FILES = ("metrics/train.json", "metrics/eval.json", "data/split/split.json")
 
 
 def tiny_params(**overrides):

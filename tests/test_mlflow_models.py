@@ -4,7 +4,7 @@ history of each version and of the champion, the samples table, and `charrnn com
 
 import json
 import math
-import subprocess
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -17,26 +17,10 @@ from mlflow.entities import LoggedModelStatus
 from charrnn.training import checkpoint
 from charrnn.tracking.registry import CHAMPION
 from charrnn.training.device import generation_precision as resolve
-from conftest import PIPELINE, assert_clean_error, make_project, tiny_corpus, tiny_params, write_params
+from conftest import assert_clean_error, charrnn, tiny_corpus, tiny_params
 
-CHECKPOINTED = dict(PIPELINE, lstm_size=8, keep_checkpoints=40)  # 143 steps: kept 40, 80, 120, and best.pt
-
-
-@pytest.fixture(scope="module")
-def tracked(tmp_path_factory, mirror):
-    """The tiny pipeline (a 1x8 LSTM), then the experiment `wider` (1x32), which takes `champion`."""
-    run = make_project(tmp_path_factory.mktemp("models"), mirror, MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.2")
-    write_params(run.root, **CHECKPOINTED)
-    run("repro")
-    run("exp", "run", "-n", "wider", "-S", "lstm_size=32")
-    run.client = MlflowClient(f"sqlite:///{run.root}/mlruns/mlflow.db")
-    run.experiment = run.client.get_experiment_by_name("charrnn-hamlet")
-    run.runs = {r.data.params["lstm_size"]: r for r in run.client.search_runs([run.experiment.experiment_id])}
-    return run
-
-
-def test_the_experiment_opens_on_training_runs(tracked, tmp_path, monkeypatch):
-    assert tracked.experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+def test_experiments_are_tagged_as_model_training(built, tmp_path, monkeypatch):
+    assert built.experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
     # a new experiment has the tag from the start, and one made before charrnn set it gets it with its next run
     from charrnn.tracking.live import TrainingTracker
@@ -52,9 +36,9 @@ def test_the_experiment_opens_on_training_runs(tracked, tmp_path, monkeypatch):
         assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
-def test_the_splits_are_the_runs_datasets_and_metrics_link_to_them(tracked):
+def test_the_splits_are_the_runs_datasets_and_metrics_link_to_them(built):
     digests = []
-    for run in tracked.runs.values():
+    for run in built.runs.values():
         inputs = {entry.tags[0].value: entry.dataset for entry in run.inputs.dataset_inputs}
         assert sorted(inputs) == ["test", "training", "validation"]
         assert {dataset.name for dataset in inputs.values()} == {"hamlet"}
@@ -63,29 +47,29 @@ def test_the_splits_are_the_runs_datasets_and_metrics_link_to_them(tracked):
         digests.append({context: dataset.digest for context, dataset in inputs.items()})
     assert digests[0] == digests[1]  # the same split of the same text: the same datasets
 
-    best = best_model(tracked, tracked.runs["8"])
+    best = best_model(built, built.runs["8"])
     linked = {metric.key: metric.dataset_digest for metric in best.metrics}
-    assert linked["val_loss"] == linked["val_bpc"] == digests[0]["validation"]
+    assert linked["loss/val"] == linked["loss/val_bpc"] == digests[0]["validation"]
     assert linked["test_loss"] == linked["test_bpc"] == digests[0]["test"]
 
 
-def test_system_metrics_are_sampled_during_training(tracked):
-    for run in tracked.runs.values():
+def test_system_metrics_are_sampled_during_training(built):
+    for run in built.runs.values():
         assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= run.data.metrics.keys()
 
 
-def test_every_kept_checkpoint_and_best_is_a_logged_model_with_its_val_loss(tracked, monkeypatch):
-    client, run = tracked.client, tracked.runs["8"]
+def test_every_kept_checkpoint_and_best_is_a_logged_model_with_its_val_loss(built, monkeypatch):
+    client, run = built.client, built.runs["8"]
     steps = {output.model_id: output.step for output in run.outputs.model_outputs}
     assert sorted(steps.values())[:3] == [40, 80, 120] and len(steps) >= 3
-    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_loss")}
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "loss/val")}
     models = [client.get_logged_model(model_id) for model_id in steps]
     for model in models:
-        [linked] = [m for m in model.metrics if m.key == "val_loss"]
+        [linked] = [m for m in model.metrics if m.key == "loss/val"]
         assert linked.step == steps[model.model_id] and linked.value == history[linked.step]
         assert model.name.startswith(f"hamlet-1x8-lstm-step{linked.step}") and model.source_run_id == run.info.run_id
         assert model.params["lstm_size"] == "8" and model.status == LoggedModelStatus.READY
-    best = best_model(tracked, run)
+    best = best_model(built, run)
     assert best.name.endswith("-best") and best.tags["checkpoint"] in ("best.pt", f"i{steps[best.model_id]}_l8_v"
                                                                         f"{history[steps[best.model_id]]:.4f}.pt")
     assert min(val_loss(model) for model in models) == val_loss(best) == run.data.metrics["best_val_loss"]
@@ -94,14 +78,14 @@ def test_every_kept_checkpoint_and_best_is_a_logged_model_with_its_val_loss(trac
     [version] = client.search_model_versions(f"name='charrnn-hamlet' and run_id='{run.info.run_id}'")
     assert version.source == f"models:/{best.model_id}"
     # the Models tab's ranking: by val_loss across the runs, the wider run's best first
-    ranked = client.search_logged_models([tracked.experiment.experiment_id],
-                                         order_by=[{"field_name": "metrics.val_loss", "ascending": True}])
-    assert ranked[0].model_id == best_model(tracked, tracked.runs["32"]).model_id
-    assert len(ranked) == len(steps) + len(tracked.runs["32"].outputs.model_outputs)
+    ranked = client.search_logged_models([built.experiment.experiment_id],
+                                         order_by=[{"field_name": "metrics.loss/val", "ascending": True}])
+    assert ranked[0].model_id == best_model(built, built.runs["32"]).model_id
+    assert len(ranked) == len(steps) + len(built.runs["32"].outputs.model_outputs)
 
     # and every logged model is servable, a kept checkpoint too
     kept = next(model for model in models if steps[model.model_id] == 40)
-    store = f"sqlite:///{tracked.root}/mlruns/mlflow.db"
+    store = f"sqlite:///{built.root}/mlruns/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)  # put back after the test, as mlflow.set_tracking_uri sets it
     mlflow.set_tracking_uri(store)
     model = mlflow.pyfunc.load_model(f"models:/{kept.model_id}")
@@ -115,17 +99,17 @@ def test_every_kept_checkpoint_and_best_is_a_logged_model_with_its_val_loss(trac
         model.predict(pd.DataFrame({"prime": ["To"], "length": [20]}), params={"precision": "fp16"})
 
 
-def test_each_version_carries_its_history_and_the_champion_its_predecessor(tracked):
-    client = tracked.client
+def test_each_version_carries_its_history_and_the_champion_its_predecessor(built):
+    client = built.client
     versions = {str(v.version): v for v in client.search_model_versions("name='charrnn-hamlet'")}
     assert sorted(versions) == ["1", "2"]
-    for version, (size, experiment) in {"1": ("8", ""), "2": ("32", "wider")}.items():
-        tags, run = versions[version].tags, tracked.runs[size]
+    for version, (size, experiment) in {"1": ("8", None), "2": ("32", "wider")}.items():
+        tags, run = versions[version].tags, built.runs[size]
         assert float(tags["val_bpc"]) == pytest.approx(run.data.metrics["best_val_loss"] / math.log(2), abs=1e-4)
         assert float(tags["test_bpc"]) == pytest.approx(run.data.metrics["test_bpc"], abs=1e-4)
         assert tags["params"].startswith(f"corpus=hamlet, lstm_size={size}, num_layers=1,")
-        assert tags["git_commit"] == run.data.tags["git_commit"] and len(tags["git_commit"]) == 40
-        assert tags["dvc_exp_name"] == experiment
+        assert tags["git_commit"] == run.data.tags["mlflow.source.git.commit"] and len(tags["git_commit"]) == 40
+        assert tags.get("dvc_exp_name") == experiment  # a plain `dvc repro` has none: no empty tag
         assert f"lstm_size={size}" in versions[version].description and tags["test_bpc"] in versions[version].description
     assert versions["1"].tags["champion_replaced"] == "none"
     champion = client.get_model_version_by_alias("charrnn-hamlet", CHAMPION)
@@ -134,10 +118,10 @@ def test_each_version_carries_its_history_and_the_champion_its_predecessor(track
         versions["1"].tags["champion_since"])
 
 
-def test_the_samples_are_a_table(tracked):
-    run = tracked.runs["8"]
+def test_the_samples_are_a_table(built):
+    run = built.runs["8"]
     path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="samples.json",
-                                               tracking_uri=f"sqlite:///{tracked.root}/mlruns/mlflow.db")
+                                               tracking_uri=f"sqlite:///{built.root}/mlruns/mlflow.db")
     table = json.loads(Path(path).read_text())
     assert table["columns"] == ["checkpoint", "step", "prime", "seed", "temperature", "precision", "text"]
     rows = [dict(zip(table["columns"], row)) for row in table["data"]]
@@ -146,11 +130,14 @@ def test_the_samples_are_a_table(tracked):
     assert {row["precision"] for row in rows} == {resolve("auto", "cpu")}  # sample.precision auto, resolved
 
 
-def compare(tracked, *args, columns=60):
-    result = subprocess.run([str(Path(tracked.env["PATH"].split(":")[0]) / "charrnn"), "compare", *args],
-                            cwd=tracked.root, env={**tracked.env, "COLUMNS": str(columns)}, capture_output=True,
-                            text=True, timeout=300)
-    return result
+def compare(built, *args, columns=60):
+    """`charrnn compare ARGS` in the built project, on a terminal `columns` wide."""
+    width = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(columns)
+    try:
+        return charrnn("compare", *args, cwd=built.root)
+    finally:
+        os.environ.pop("COLUMNS") if width is None else os.environ.update(COLUMNS=width)
 
 
 def texts(output):
@@ -159,8 +146,8 @@ def texts(output):
     return [tuple(block.split("\n", 1)) for block in output[len("== "):-1].split("\n\n== ")]
 
 
-def test_compare_two_versions_side_by_side(tracked):
-    different = compare(tracked, "models:/charrnn-hamlet/1", "models:/charrnn-hamlet/2", "--prime", "To be",
+def test_compare_two_versions_side_by_side(built):
+    different = compare(built, "models:/charrnn-hamlet/1", "models:/charrnn-hamlet/2", "--prime", "To be",
                         "--length", "120", "--seed", "3")
     assert different.returncode == 0, different.stderr
     (head_1, text_1), (head_2, text_2) = texts(different.stdout)
@@ -169,38 +156,38 @@ def test_compare_two_versions_side_by_side(tracked):
     assert text_1.startswith("To be") and text_2.startswith("To be") and len(text_1) == len(text_2) == 125
     assert text_1 != text_2
 
-    same = compare(tracked, "models:/charrnn-hamlet/2", "models:/charrnn-hamlet@champion", "--length", "120")
+    same = compare(built, "models:/charrnn-hamlet/2", "models:/charrnn-hamlet@champion", "--length", "120")
     (head_a, text_a), (head_b, text_b) = texts(same.stdout)
     assert head_b.startswith("charrnn-hamlet version 2 (@champion): val ") and text_a == text_b
-    assert texts(compare(tracked, "models/best.pt", "models:/charrnn-hamlet/2", "--length", "120").stdout)[0][1] == text_a
-    by_precision = {precision: texts(compare(tracked, "models/best.pt", "models:/charrnn-hamlet/2", "--length", "300",
+    assert texts(compare(built, "models/best.pt", "models:/charrnn-hamlet/2", "--length", "120").stdout)[0][1] == text_a
+    by_precision = {precision: texts(compare(built, "models/best.pt", "models:/charrnn-hamlet/2", "--length", "300",
                                              "--precision", precision).stdout) for precision in ("int8", "fp32")}
     assert by_precision["int8"][0][1] == by_precision["int8"][1][1] != by_precision["fp32"][0][1]
 
-    wide = compare(tracked, "models:/charrnn-hamlet/1", "models:/charrnn-hamlet/2", columns=200).stdout.splitlines()
+    wide = compare(built, "models:/charrnn-hamlet/1", "models:/charrnn-hamlet/2", columns=200).stdout.splitlines()
     assert wide[0].startswith("== charrnn-hamlet version 1: val ") and " | == charrnn-hamlet version 2: val " in wide[0]
     assert all(len(line) <= 200 for line in wide) and wide[2].startswith("Far") and " | Far" in wide[2]
 
 
-def test_compare_errors_are_one_line(tracked, tmp_path):
-    assert_clean_error(compare(tracked, "models:/charrnn-hamlet/9", "models:/charrnn-hamlet/1"),
+def test_compare_errors_are_one_line(built, tmp_path):
+    assert_clean_error(compare(built, "models:/charrnn-hamlet/9", "models:/charrnn-hamlet/1"),
                        "cannot load models:/charrnn-hamlet/9")
-    assert_clean_error(compare(tracked, "models:/charrnn-hamlet@nobody", "models:/charrnn-hamlet/1"),
+    assert_clean_error(compare(built, "models:/charrnn-hamlet@nobody", "models:/charrnn-hamlet/1"),
                        "cannot load models:/charrnn-hamlet@nobody")
-    assert_clean_error(compare(tracked, "modles:/charrnn-hamlet/1", "models:/charrnn-hamlet/1"),
+    assert_clean_error(compare(built, "modles:/charrnn-hamlet/1", "models:/charrnn-hamlet/1"),
                        "'modles:/charrnn-hamlet/1' is neither a model URI")
-    other = checkpoint.load(tracked.root / "models/best.pt")
+    other = checkpoint.load(built.root / "models/best.pt")
     other["vocab"] = {**other["vocab"], "corpus": "elsinore", "sha256": "1" * 64}
     checkpoint.save(tmp_path / "other.pt", other)
-    assert_clean_error(compare(tracked, str(tmp_path / "other.pt"), "models:/charrnn-hamlet/1"),
+    assert_clean_error(compare(built, str(tmp_path / "other.pt"), "models:/charrnn-hamlet/1"),
                        "learned 'elsinore'", "models of different corpora are not compared")
 
 
-def best_model(tracked, run):
+def best_model(built, run):
     """The logged model of the run's best.pt: the one the register stage registered."""
-    [version] = tracked.client.search_model_versions(f"name='charrnn-hamlet' and run_id='{run.info.run_id}'")
-    return tracked.client.get_logged_model(version.source.removeprefix("models:/"))
+    [version] = built.client.search_model_versions(f"name='charrnn-hamlet' and run_id='{run.info.run_id}'")
+    return built.client.get_logged_model(version.source.removeprefix("models:/"))
 
 
 def val_loss(model):
-    return next(m.value for m in model.metrics if m.key == "val_loss")
+    return next(m.value for m in model.metrics if m.key == "loss/val")

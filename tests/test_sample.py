@@ -1,7 +1,5 @@
 import copy
 import re
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,7 +18,7 @@ from charrnn.generation.steppers import MAX_COST, make_stepper
 from charrnn.training.device import generation_precision as resolve
 from charrnn.training.loop import train
 from charrnn.data.vocab import Vocab
-from conftest import assert_clean_error, tiny_corpus, tiny_params
+from conftest import assert_clean_error, charrnn, tiny_corpus, tiny_params
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +106,6 @@ def test_evaluation_equals_the_training_loops_validation(trained):
     assert "test_loss" not in metrics  # an empty split has no metrics
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "charrnn.commands.cli", *args], capture_output=True, text=True, timeout=120)
-
-
 def outside_top_k(model, vocab, text, prime_length, k):
     """How many characters of `text` after the prime are not among the model's k most likely there."""
     ids = torch.as_tensor(vocab.encode(text), dtype=torch.long)
@@ -125,24 +119,24 @@ def test_cli_streams_a_sample_and_top_k_null_switches_the_filter_off(trained):
     model, vocab, folder, *_ = trained
     args = ["sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the", "--length", "400",
             "--temperature", "1.0", "--seed", "5"]
-    filtered = cli(*args, "--top-k", "5")
+    filtered = charrnn(*args, "--top-k", "5")
     assert filtered.returncode == 0, filtered.stderr
     assert filtered.stdout.startswith("the") and len(filtered.stdout) == 3 + 400 + 1
     assert outside_top_k(model, vocab, filtered.stdout[:-1], 3, 5) == 0
-    unfiltered = cli(*args, "--top-k", "null")
+    unfiltered = charrnn(*args, "--top-k", "null")
     assert unfiltered.returncode == 0, unfiltered.stderr
     assert outside_top_k(model, vocab, unfiltered.stdout[:-1], 3, 5) > 0  # the filter is really off
 
 
 def test_cli_sample_errors(trained, tmp_path):
     folder = trained[2]
-    assert_clean_error(cli("sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the €"),
+    assert_clean_error(charrnn("sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the €"),
                        "characters not in the tiny vocabulary: '€'")
-    assert_clean_error(cli("sample", "--checkpoint", str(tmp_path / "none.pt")), "not found")
-    assert_clean_error(cli("sample", "--checkpoint", str(folder / "best.pt"), "--top-k", "100"),
+    assert_clean_error(charrnn("sample", "--checkpoint", str(tmp_path / "none.pt")), "not found")
+    assert_clean_error(charrnn("sample", "--checkpoint", str(folder / "best.pt"), "--top-k", "100"),
                        "top_k must be between 1 and the vocabulary size")
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    assert_clean_error(cli("sample", "--checkpoint", str(tmp_path / "bad.pt")), "not a readable checkpoint")
+    assert_clean_error(charrnn("sample", "--checkpoint", str(tmp_path / "bad.pt")), "not a readable checkpoint")
 
 
 def test_a_checkpoint_of_another_corpus_is_refused(trained):
@@ -199,13 +193,13 @@ def test_auto_and_the_precisions_a_device_or_cell_cannot_run():
 def test_cli_precision_flag(trained):
     folder = trained[2]
     args = ["sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the", "--length", "300", "--seed", "5"]
-    runs = {precision: cli(*args, "--precision", precision) for precision in ("int8", "fp32")}
+    runs = {precision: charrnn(*args, "--precision", precision) for precision in ("int8", "fp32")}
     for result in runs.values():
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("the") and len(result.stdout) == 3 + 300 + 1
-    assert cli(*args, "--precision", "int8").stdout == runs["int8"].stdout
+    assert charrnn(*args, "--precision", "int8").stdout == runs["int8"].stdout
     assert runs["int8"].stdout != runs["fp32"].stdout  # another precision writes other text
-    bad = cli(*args, "--precision", "fp16")
+    bad = charrnn(*args, "--precision", "fp16")
     assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr
 
 
@@ -217,7 +211,7 @@ def test_cli_precision_flag(trained):
 def test_cli_sampling_options_follow_the_params_rules(command, option, value, rule):
     """The flags refuse what params.yaml's `sample.*` refuses, with its rule, before any model is read."""
     models = ["--checkpoint", "nosuch.pt"] if command == "sample" else ["nosuch.pt", "nosuch.pt"]
-    assert_clean_error(cli(command, *models, option, value), f"{option} must be {rule}", f"(got '{value}')")
+    assert_clean_error(charrnn(command, *models, option, value), f"{option} must be {rule}", f"(got '{value}')")
 
 
 def test_the_served_model_takes_a_precision(trained):

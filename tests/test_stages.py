@@ -1,35 +1,37 @@
-"""The data stages run as DVC runs them: bad input gives one clear line, and good outputs survive."""
+"""The stages' refusals: bad input gives one clear line, and good outputs survive. A refusal is checked
+with the stage run in-process (stage_in_process: no seconds of imports per case); prepare() runs the data
+stages as subprocesses, as DVC does."""
 
 import subprocess
 import sys
 
 import numpy as np
 
-from conftest import ROOT, assert_clean_error, prepare, run_stage, write_params
+from conftest import ROOT, assert_clean_error, charrnn, prepare, stage_in_process, write_params
 
 
 def test_unknown_corpus(tmp_path):
     write_params(tmp_path, corpus="war-and-peace")
-    assert_clean_error(run_stage("fetch", tmp_path), "unknown corpus 'war-and-peace'")
+    assert_clean_error(stage_in_process("fetch", tmp_path), "unknown corpus 'war-and-peace'")
 
 
 def test_missing_corpus_file(tmp_path):
     write_params(tmp_path, corpus="books/none.txt")
-    assert_clean_error(run_stage("fetch", tmp_path), "corpus file 'books/none.txt' does not exist")
+    assert_clean_error(stage_in_process("fetch", tmp_path), "corpus file 'books/none.txt' does not exist")
 
 
 def test_mistyped_param(tmp_path):
     (tmp_path / "params.yaml").write_text(write_params(tmp_path).read_text().replace("batch_size: 64", "batch_size: abc"))
-    assert_clean_error(run_stage("fetch", tmp_path), "batch_size must be an integer >= 1 (got 'abc')")
+    assert_clean_error(stage_in_process("fetch", tmp_path), "batch_size must be an integer >= 1 (got 'abc')")
 
 
-def test_mirror_checksum_mismatch(tmp_path):
+def test_mirror_checksum_mismatch(tmp_path, monkeypatch):
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     (mirror / "pg2265.txt").write_text("not hamlet")
     write_params(tmp_path, corpus="hamlet")
-    result = run_stage("fetch", tmp_path, env={"CHARRNN_DATA_MIRROR": str(mirror)})
-    assert_clean_error(result, "mirror file", "has sha256")
+    monkeypatch.setenv("CHARRNN_DATA_MIRROR", str(mirror))
+    assert_clean_error(stage_in_process("fetch", tmp_path), "mirror file", "has sha256")
     assert not (tmp_path / "data" / "raw" / "hamlet.txt").exists()
 
 
@@ -44,7 +46,7 @@ def test_own_text_file_end_to_end(tmp_path):
 def test_undecodable_own_file(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("na\u00efve caf\u00e9\n".encode("latin-1") * 100)
     write_params(tmp_path, corpus="latin1.txt")
-    assert_clean_error(run_stage("fetch", tmp_path), "is not UTF-8 text", "byte 0xef")
+    assert_clean_error(stage_in_process("fetch", tmp_path), "is not UTF-8 text", "byte 0xef")
 
 
 def test_too_small_split_keeps_the_good_outputs(tmp_path):
@@ -54,7 +56,7 @@ def test_too_small_split_keeps_the_good_outputs(tmp_path):
     before = {p.name: p.read_bytes() for p in split.iterdir()}
 
     write_params(tmp_path, corpus="mine.txt", batch_size=64, num_steps=100)
-    assert_clean_error(run_stage("split", tmp_path), "the train split has 4,500 characters, fewer than one batch")
+    assert_clean_error(stage_in_process("split", tmp_path), "the train split has 4,500 characters, fewer than one batch")
     assert {p.name: p.read_bytes() for p in split.iterdir()} == before
 
 
@@ -62,7 +64,7 @@ def test_a_train_split_too_small_to_share_between_processes(tmp_path):
     (tmp_path / "mine.txt").write_text("abcdefghij" * 500)
     sizes = dict(corpus="mine.txt", train_frac=0.5, val_frac=0.5, test_frac=0, batch_size=40, num_steps=50)
     prepare(tmp_path, **sizes, processes=2, **{"sample.prime": "abc"})
-    assert_clean_error(run_stage("train", tmp_path), "the train split has 2,500 characters (1,250 for each of 2 "
+    assert_clean_error(stage_in_process("train", tmp_path), "the train split has 2,500 characters (1,250 for each of 2 "
                        "processes), fewer than one batch (batch_size x num_steps + 1 = 2,001)", "/ processes")
     assert not (tmp_path / "models").exists()
 
@@ -77,15 +79,12 @@ def test_bad_sample_options_stop_the_train_stage_before_it_trains(tmp_path):
                             ({"sample.precision": "int8", "cell": "gru", "sample.prime": "abc"},
                              "int8 generation is implemented for LSTM models, and this one is a gru")]:
         write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10, **sample)
-        assert_clean_error(run_stage("train", tmp_path), message)
+        assert_clean_error(stage_in_process("train", tmp_path), message)
         assert not (tmp_path / "models").exists() and not (tmp_path / "mlruns").exists()
 
 
 def test_cli_fetch_reports_errors(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "charrnn.commands.cli", "fetch", "nosuchcorpus"], cwd=tmp_path, capture_output=True, text=True
-    )
-    assert_clean_error(result, "unknown corpus 'nosuchcorpus'")
+    assert_clean_error(charrnn("fetch", "nosuchcorpus", cwd=tmp_path), "unknown corpus 'nosuchcorpus'")
 
 
 def test_cli_fetch_from_mirror(tmp_path, mirror):
@@ -101,5 +100,5 @@ def test_cli_fetch_from_mirror(tmp_path, mirror):
 
 def test_missing_inputs_of_later_stages(tmp_path):
     write_params(tmp_path)
-    assert_clean_error(run_stage("split", tmp_path), "data/prepared/encoded.npy not found")
-    assert_clean_error(run_stage("train", tmp_path), "data/prepared/vocab.json not found")
+    assert_clean_error(stage_in_process("split", tmp_path), "data/prepared/encoded.npy not found")
+    assert_clean_error(stage_in_process("train", tmp_path), "data/prepared/vocab.json not found")

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from charrnn.commands.ui import links
 from charrnn.training import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.training.evaluate import PROTOCOL_ID
 from charrnn.tracking.registry import CHAMPION, download_checkpoint, promote, register
-from conftest import PIPELINE, assert_clean_error, interrupting, make_project, prepare, run_stage, write_params
+from conftest import PIPELINE, assert_clean_error, charrnn, interrupting, make_project, prepare, run_stage, write_params
 
 
 def free_port():
@@ -47,79 +48,107 @@ def post_json(url, payload):
         return err.code, json.loads(err.read() or b"{}")
 
 
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory, mirror):
-    """The whole pipeline run once on Hamlet, tracked in the project's own mlruns/ store."""
-    run = make_project(tmp_path_factory.mktemp("tracked"), mirror)
-    write_params(run.root, **PIPELINE)
-    run("repro")
-    run.client = MlflowClient(f"sqlite:///{run.root}/mlruns/mlflow.db")
-    return run
-
-
-def test_one_run_spans_the_stages(pipeline):
-    client = pipeline.client
-    experiment = client.get_experiment_by_name("charrnn-hamlet")
-    assert experiment.artifact_location.startswith((pipeline.root / "mlruns").as_uri())
-    [run] = client.search_runs([experiment.experiment_id])
+def test_one_run_spans_the_stages(built):
+    client, run = built.client, built.runs["32"]  # the workspace's: the experiment `wider`
     run_id = run.info.run_id
-    assert json.loads((pipeline.root / "models/mlflow_run.json").read_text())["run_id"] == run_id
-    assert run.info.status == "FINISHED"
+    assert built.experiment.artifact_location.startswith((built.root / "mlruns").as_uri())
+    assert json.loads((built.root / "models/mlflow_run.json").read_text())["run_id"] == run_id
+    assert run.info.status == "FINISHED" and run.info.run_name == "wider"
     assert run.data.params["lstm_size"] == "32" and run.data.params["sample.prime"] == "Far"
-    assert {"git_commit", "corpus", "corpus_sha256", "device", "dvc_exp_name", "split"} <= run.data.tags.keys()
+    assert {"corpus", "corpus_sha256", "device", "split"} <= run.data.tags.keys()
     assert run.data.tags["eval_protocol"] == PROTOCOL_ID
     assert run.data.tags["corpus_sha256"] == "048e9e99c691ebac2756b8442a15291ca13adb7880104a3486cdb2c67e42bdaf"
-    for curve in ("train_loss", "val_loss", "val_bpc"):  # one point per validation, none added at step 0
-        assert [m.step for m in client.get_metric_history(run_id, curve)] == [50, 100, 143]
-    assert {"num_params", "chars_per_sec", "best_val_loss", "test_loss", "test_bpc", "val_bpc", "lr"} <= run.data.metrics.keys()
+    # MLflow's own fields of where a run came from, which its run page shows; no empty tag
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=built.root, capture_output=True, text=True).stdout.strip()
+    assert run.data.tags["mlflow.source.name"] == "stages/train.py" and run.data.tags["mlflow.source.type"] == "LOCAL"
+    assert run.data.tags["mlflow.source.git.commit"] == commit and run.data.tags["mlflow.user"]
+    assert run.data.tags["dvc_exp_name"] == "wider" and "dvc_exp_name" not in built.runs["8"].data.tags
+    assert all(value != "" for value in run.data.tags.values())
+    # the curves: one point per validation (every 50 steps, at each kept checkpoint, at the end), none at
+    # step 0; the single figures: at step 0 only
+    for curve in ("loss/train", "loss/val", "loss/val_bpc", "lr", "chars_per_sec"):
+        assert [m.step for m in client.get_metric_history(run_id, curve)] == [40, 50, 80, 100, 120, 143], curve
+    for figure in ("num_params", "best_val_loss", "best_step", "val_loss", "val_bpc", "test_loss", "test_bpc"):
+        assert [m.step for m in client.get_metric_history(run_id, figure)] == [0], figure
+    assert "train_loss" not in run.data.metrics  # the curve under one name only
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"samples", "plots", "vocab.json"} <= artifacts
-    samples = {a.path for a in client.list_artifacts(run_id, "samples")}
-    assert samples == {"samples/best.txt", next(s for s in samples if s.startswith("samples/i100_"))}
+    samples = sorted(a.path for a in client.list_artifacts(run_id, "samples"))
+    assert [path.split("/")[1].split("_")[0] for path in samples] == ["best.txt", "i120", "i40", "i80"]
 
+    # the evaluate stage scores best.pt as the training loop did (one protocol, whatever the params)
+    evaluation = json.loads((built.root / "metrics/eval.json").read_text())
+    assert evaluation["val_loss"] == checkpoint.load(built.root / "models/best.pt")["val_loss"]
+    assert evaluation["eval_protocol"] == PROTOCOL_ID
     champion = client.get_model_version_by_alias("charrnn-hamlet", CHAMPION)
-    assert str(champion.version) == "1" and champion.tags["run_id"] == run_id
-    assert float(champion.tags["val_loss"]) == json.loads((pipeline.root / "metrics/eval.json").read_text())["val_loss"]
+    assert str(champion.version) == "2" and champion.tags["run_id"] == run_id
+    assert float(champion.tags["val_loss"]) == evaluation["val_loss"]
+    assert "champion stays on version 2" in charrnn("promote", "--dry-run", cwd=built.root).stdout
 
 
-def test_a_worse_variant_is_registered_but_not_champion(pipeline):
-    result = pipeline("exp", "run", "-n", "tiny8", "-S", "lstm_size=8")
-    assert "champion stays on version 1" in result.stdout
-    client = pipeline.client
-    versions = {str(v.version): float(v.tags["val_loss"]) for v in client.search_model_versions("name='charrnn-hamlet'")}
-    assert set(versions) == {"1", "2"} and versions["2"] > versions["1"]
-    assert str(client.get_model_version_by_alias("charrnn-hamlet", CHAMPION).version) == "1"
-    named = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id],
-                               filter_string="tags.dvc_exp_name = 'tiny8'")
-    assert len(named) == 1 and named[0].info.run_name == "tiny8"
+def test_ui_serves_the_store_and_links_to_the_training_view(built, tmp_path):
+    port = free_port()
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "charrnn"), "ui", "--port", str(port)], cwd=built.root,
+                          env=built.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        printed = []
+        for line in ui.stdout:
+            printed.append(line.rstrip("\n"))
+            if line.startswith(("Ctrl-C", "error:")):
+                break
+        url = f"http://127.0.0.1:{port}"
+        store = f"sqlite:///{built.root.resolve()}/mlruns/mlflow.db"
+        experiment = f"{url}/#/experiments/{built.experiment.experiment_id}"
+        assert printed == [
+            f"MLflow UI on {store}: {url}",
+            f"  training runs (loss curves): {experiment}/runs?workflowType=machine_learning&compareRunsMode=CHART",
+            f"  checkpoints (logged models): {experiment}/models?workflowType=machine_learning",
+            f"  the champion, charrnn-hamlet version 2: {url}/#/models/charrnn-hamlet/versions/2?workflowType=machine_learning",
+            "Ctrl-C stops it"], printed
+        with urllib.request.urlopen(url, timeout=30) as page:  # the UI itself
+            assert b"MLflow" in page.read()
+        with urllib.request.urlopen(f"{url}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=charrnn-hamlet",
+                                    timeout=30) as answer:  # on the project's store
+            assert json.loads(answer.read())["experiment"]["experiment_id"] == built.experiment.experiment_id
+    finally:
+        ui.terminate()  # as Ctrl-C: the UI's server stops with it
+        ui.wait(timeout=60)
+    assert ui.returncode == 0
+    with socket.socket() as probe:  # nothing is left serving (the port may still be in TIME_WAIT)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
 
-    dry = pipeline("promote", "--dry-run", tool="charrnn")
-    assert "champion stays on version 1" in dry.stdout
+    with socket.socket() as taken:  # a port another server listens on
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        assert_clean_error(charrnn("ui", "--port", str(busy), cwd=built.root), f"cannot serve the UI on 127.0.0.1:{busy}")
+    assert links("http://x", MlflowClient(f"sqlite:///{tmp_path}/empty.db"), "charrnn-hamlet", "charrnn-hamlet") == []
 
 
-def test_champion_loads_in_a_fresh_process_and_samples(pipeline):
+def test_champion_loads_in_a_fresh_process_and_samples(built):
     code = ("import mlflow, pandas as pd; "
             "m = mlflow.pyfunc.load_model('models:/charrnn-hamlet@champion'); "
             "print(repr(m.predict(pd.DataFrame({'prime': ['To be'], 'length': [40], 'seed': [3]}))[0]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**pipeline.env, "MLFLOW_TRACKING_URI": f"sqlite:///{pipeline.root}/mlruns/mlflow.db"})
+                            env={**built.env, "MLFLOW_TRACKING_URI": f"sqlite:///{built.root}/mlruns/mlflow.db"})
     assert result.returncode == 0, result.stderr
     text = eval(result.stdout.strip().splitlines()[-1])
     assert text.startswith("To be") and len(text) == 45
 
-    streamed = pipeline("sample", "--model", "models:/charrnn-hamlet@champion", "--length", "30", "--prime", "The",
-                        tool="charrnn")
+    streamed = charrnn("sample", "--model", "models:/charrnn-hamlet@champion", "--length", "30", "--prime", "The",
+                       cwd=built.root)
     assert streamed.stdout.startswith("The") and len(streamed.stdout) == 3 + 30 + 1
-    missing = pipeline("sample", "--model", "models:/charrnn-nothing@champion", check=False, tool="charrnn")
+    missing = charrnn("sample", "--model", "models:/charrnn-nothing@champion", cwd=built.root)
     assert_clean_error(missing, "cannot load models:/charrnn-nothing@champion")
 
 
-def test_served_champion_answers_over_http(pipeline):
+def test_served_champion_answers_over_http(built):
     port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/charrnn-hamlet@champion",
          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=pipeline.root, env={**pipeline.env, "MLFLOW_TRACKING_URI": f"sqlite:///{pipeline.root}/mlruns/mlflow.db"},
+        cwd=built.root, env={**built.env, "MLFLOW_TRACKING_URI": f"sqlite:///{built.root}/mlruns/mlflow.db"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

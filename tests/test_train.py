@@ -189,6 +189,8 @@ def test_a_finished_run_is_never_resumed(tmp_path, capsys):
     assert f"{tmp_path / 'last.pt'} holds a finished run: training afresh" in capsys.readouterr().out
     assert len(again_history) == len(first_history) == 4  # every validation again, from step 0
     assert checkpoint.load(tmp_path / "best.pt")["run_id"] != run_id
+    assert again_history == first_history and again.pop("chars_per_sec") and first.pop("chars_per_sec")
+    assert again == first  # the same code, params and data give the same result
 
 
 def test_chars_per_sec_counts_the_time_before_an_interrupt(tmp_path, monkeypatch):

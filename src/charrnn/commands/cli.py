@@ -62,6 +62,15 @@ def _promote(args):
                      dry_run=args.dry_run, switch_split=args.switch_split)
 
 
+def _ui(args):
+    from charrnn.commands.ui import ui
+    from charrnn.tracking import registry, runs
+
+    p = params.load(args.params)
+    name = corpus.resolve(p["corpus"]).name
+    ui(runs.experiment_name(p, name), registry.model_name(name), args.host, args.port)
+
+
 def _repro_check(args):
     from charrnn.commands.reprocheck import git_root, repro_check
 
@@ -169,6 +178,19 @@ def build_parser():
     promote.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
     promote.add_argument("--vocab", default="data/prepared/vocab.json", help="(default: %(default)s)")
     promote.set_defaults(run=_promote)
+
+    ui = commands.add_parser(
+        "ui", help="start MLflow's UI on the project's store and print the links to its training runs",
+        description="Serves MLflow's UI on mlruns/mlflow.db (or, when MLFLOW_TRACKING_URI names a tracking "
+        "server, uses that server's) and prints the links to params.yaml's experiment: its training runs as "
+        "charts (the train and val loss curves first), its logged checkpoints, and the champion's page in the "
+        "registry. Runs until Ctrl-C.",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: %(default)s, this "
+                    "machine only)")
+    ui.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
+    ui.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
+    ui.set_defaults(run=_ui)
 
     check = commands.add_parser(
         "repro-check", help="run the pipeline twice from scratch (tiny config) and compare every metric",

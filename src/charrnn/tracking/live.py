@@ -10,12 +10,16 @@ from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
 from charrnn.tracking.runs import (
-    EXPERIMENT_KIND, PipelineRun, comparability, experiment_name, git_commit, label, split_datasets,
+    EXPERIMENT_KIND, PipelineRun, comparability, experiment_name, label, source_tags, split_datasets,
 )
 from charrnn.tracking.store import connect, local_store, redacted, tracking_uri
 from charrnn.training.evaluate import loss_metrics
 
 SYSTEM_METRICS_INTERVAL = 10  # seconds between samples of CPU, memory (and GPU) during training
+# A validation's losses are the run's curves, under the prefix `loss/`: MLflow's chart view puts a prefix's
+# section before its "Model metrics", so a run's charts lead with them; the single figures (the evaluate
+# stage's val_loss and test_loss, num_params, ...) are logged at step 0 and drawn as bars after them.
+CURVES = {"train_loss": "loss/train", "val_loss": "loss/val", "val_bpc": "loss/val_bpc"}
 
 
 class TrainingTracker:
@@ -67,8 +71,10 @@ class TrainingTracker:
                 client.set_experiment_tag(experiment_id, kind, view)
         dvc_exp = os.environ.get("DVC_EXP_NAME", "")
         name = dvc_exp or label(self.vocab.corpus, self.p)
-        tags = {"git_commit": git_commit(), "corpus": self.vocab.corpus, "corpus_sha256": self.vocab.sha256,
-                "device": self.p["device"], "dvc_exp_name": dvc_exp, **comparability(self.p, self.vocab)}
+        tags = {**source_tags(), "corpus": self.vocab.corpus, "corpus_sha256": self.vocab.sha256,
+                "device": self.p["device"], **comparability(self.p, self.vocab)}
+        if dvc_exp:
+            tags["dvc_exp_name"] = dvc_exp
         run = client.create_run(experiment_id, run_name=name, tags=tags)
         self.run = PipelineRun(client, run.info.run_id)
         client.log_batch(self.run.id, params=[Param(key, str(value)[:6000]) for key, value in self.p.items()])
@@ -85,15 +91,16 @@ class TrainingTracker:
         self.monitor.start()
 
     def log(self, row):
-        """A validation's row; val_loss in bits per character too."""
-        step = row["step"]
-        metrics = {key: value for key, value in row.items() if key != "step"}
-        self.run.log_metrics({**metrics, "val_bpc": loss_metrics("val", row["val_loss"])["val_bpc"]}, step=step)
+        """A validation's row (step, train_loss, val_loss, lr, chars_per_sec) as points of the run's curves;
+        val_loss in bits per character too."""
+        metrics = {**row, "val_bpc": loss_metrics("val", row["val_loss"])["val_bpc"]}
+        self.run.log_metrics({CURVES.get(key, key): value for key, value in metrics.items() if key != "step"},
+                             step=row["step"])
 
     def log_summary(self, metrics):
-        """After training: metrics/train.json's figures. The final train_loss and val_loss are already
-        the last points of their curves (logged at their step), so they are not logged again: at step 0
-        they would draw the curves back to the start."""
-        self.run.log_metrics({key: value for key, value in metrics.items()
-                              if isinstance(value, (int, float)) and key not in ("train_loss", "val_loss")})
+        """After training: metrics/train.json's single figures. Its final train_loss, val_loss and
+        chars_per_sec are the last points of curves already (logged at their step), so they are not
+        logged again: at step 0 they would draw a curve back to the start."""
+        self.run.log_metrics({key: value for key, value in metrics.items() if isinstance(value, (int, float))
+                              and key not in ("train_loss", "val_loss", "chars_per_sec")})
         self.run.client.set_tag(self.run.id, "device", metrics["device"])

@@ -26,7 +26,7 @@ from charrnn.training import checkpoint
 
 EXAMPLE = pd.DataFrame({"prime": ["Far"], "length": [100], "temperature": [0.8], "top_k": [5], "seed": [0]})
 REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "tqdm", "pyyaml"]
-LINKED = ("val_loss", "val_bpc")  # the run's metrics of a checkpoint's step that its model carries
+LINKED = ("loss/val", "loss/val_bpc")  # the run's curves whose point at a checkpoint's step its model carries
 LINKED_TO_BEST = ("test_loss", "test_bpc", "test_perplexity")  # and those best.pt's model carries too
 SERVED_MODEL = "charrnn.serving.served_model"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from charrnn.errors import CharRNNError
 from charrnn.params import changed
@@ -33,15 +34,16 @@ def register(run, model_id, corpus_name, evaluation, key):
     run_data = run.client.get_run(run.id).data
     bits = {metric: f"{evaluation[metric]:.4f}" for metric in ("val_bpc", "test_bpc") if metric in evaluation}
     params = ", ".join(f"{param}={value}" for param, value in changed(run_data.params).items()) or "defaults"
-    history = {**bits, "params": params, "git_commit": run_data.tags.get("git_commit", "unknown"),
-               "dvc_exp_name": run_data.tags.get("dvc_exp_name", "")}
+    origin = {"git_commit": run_data.tags.get(MLFLOW_GIT_COMMIT), "dvc_exp_name": run_data.tags.get("dvc_exp_name")}
+    history = {**bits, "params": params, **{tag: value for tag, value in origin.items() if value}}
     tags = {"val_loss": repr(float(evaluation["val_loss"])), **key, "run_id": run.id, **history}
     version = str(mlflow.register_model(f"models:/{model_id}", name, tags=tags).version)
     logged = run.client.get_logged_model(model_id)
     scores = "; ".join(f"{metric.split('_')[0]} {value} bpc" for metric, value in bits.items())
-    experiment = f", DVC experiment {history['dvc_exp_name']}" if history["dvc_exp_name"] else ""
+    commit = f" Commit {history['git_commit'][:12]}." if "git_commit" in history else ""
+    experiment = f" DVC experiment {history['dvc_exp_name']}." if "dvc_exp_name" in history else ""
     run.client.update_model_version(name, version, description=(
-        f"{logged.name}: {scores}. Params: {params}. Commit {history['git_commit'][:12]}{experiment}."))
+        f"{logged.name}: {scores}. Params: {params}.{commit}{experiment}"))
     return version
 
 

@@ -5,9 +5,11 @@ RUN_FILE; later stages reopen the run by id, log, and close it again. What names
 a split, and what makes two val losses comparable, is here too.
 """
 
+import getpass
 import hashlib
 import json
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -17,7 +19,9 @@ from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag, Metric
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+from mlflow.utils.mlflow_tags import (
+    MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER,
+)
 
 from charrnn import project_root
 from charrnn.errors import CharRNNError
@@ -109,12 +113,14 @@ class PipelineRun:
                                                 for key, value in metrics.items()])
 
     def dataset_of(self, metric):
-        """(name, digest) of the dataset the metric was measured on, by its prefix; (None, None) if none."""
+        """(name, digest) of the dataset the metric was measured on, by its name's split; (None, None) if
+        none."""
         if self._datasets is None:
             inputs = self.client.get_run(self.id).inputs.dataset_inputs
             self._datasets = {tag.value: (entry.dataset.name, entry.dataset.digest)
                               for entry in inputs for tag in entry.tags if tag.key == MLFLOW_DATASET_CONTEXT}
-        return self._datasets.get(CONTEXTS.get(metric.partition("_")[0]), (None, None))
+        split = metric.rpartition("/")[2].partition("_")[0]  # val_bpc, loss/val_bpc: val
+        return self._datasets.get(CONTEXTS.get(split), (None, None))
 
     def log_datasets(self, datasets):
         """Log {split: dataset} as the run's inputs, each with its context (training, validation, test)."""
@@ -132,10 +138,25 @@ class PipelineRun:
         self.client.log_table(self.id, data=pd.DataFrame(rows), artifact_file=artifact_file)
 
 
+def source_tags():
+    """MLflow's own fields of where a run came from, which its run page shows (created by, source, git
+    commit): the user, the stage script, the checkout's commit. A value that cannot be found is left
+    out, not tagged empty."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name and no entry in the password database
+        user = ""
+    script = Path(sys.argv[0]).resolve()
+    source = script.relative_to(project_root()) if script.is_relative_to(project_root()) else script.name
+    tags = {MLFLOW_USER: user, MLFLOW_SOURCE_NAME: str(source), MLFLOW_SOURCE_TYPE: "LOCAL",
+            MLFLOW_GIT_COMMIT: git_commit()}
+    return {key: value for key, value in tags.items() if value}
+
+
 def git_commit():
-    """The checkout's commit, or 'unknown'."""
+    """The checkout's commit, or "" outside a git checkout."""
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "unknown"
+                              timeout=10).stdout.strip()
     except OSError:
-        return "unknown"
+        return ""
