@@ -8,7 +8,8 @@ from charrnn.data.vocab import Vocab
 from charrnn.errors import exit_on_error
 from charrnn.tracking.runs import PipelineRun
 from charrnn.training.device import pick_device
-from charrnn.training.evaluate import PROTOCOL_ID, evaluate_checkpoint
+from charrnn.training.evaluate import evaluate_checkpoint
+from charrnn.training.protocol import PROTOCOL_ID
 
 
 @exit_on_error

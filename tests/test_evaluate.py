@@ -6,7 +6,8 @@ import torch
 
 from charrnn.training import checkpoint
 from charrnn.training.device import has_bf16_kernels
-from charrnn.training.evaluate import STREAMS, WINDOW, evaluate, evaluate_checkpoint, num_streams
+from charrnn.training.evaluate import evaluate, evaluate_checkpoint
+from charrnn.training.protocol import STREAMS, WINDOW, num_streams
 from charrnn.training.loop import train
 from charrnn.training.model import CharRNN
 from conftest import tiny_corpus, tiny_params

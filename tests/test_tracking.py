@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from charrnn.commands.ui import links
 from charrnn.training import checkpoint
 from charrnn.errors import CharRNNError
-from charrnn.training.evaluate import PROTOCOL_ID
+from charrnn.training.protocol import PROTOCOL_ID
 from charrnn.tracking.registry import CHAMPION, download_checkpoint, promote, register
 from conftest import PIPELINE, assert_clean_error, charrnn, interrupting, make_project, prepare, run_stage, write_params
 

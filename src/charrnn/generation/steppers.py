@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from charrnn.data.batches import streams
 from charrnn.training.device import generation_precision
-from charrnn.training.evaluate import num_streams
+from charrnn.training.protocol import num_streams
 from charrnn.training.model import WEIGHT_NAMES
 
 # one time step of one layer of each cell, with the weights of the matching nn.LSTM/GRU/RNN layer

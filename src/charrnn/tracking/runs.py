@@ -26,7 +26,7 @@ from mlflow.utils.mlflow_tags import (
 from charrnn import project_root
 from charrnn.errors import CharRNNError
 from charrnn.tracking.store import connect, redacted, tracking_uri
-from charrnn.training.evaluate import PROTOCOL_ID
+from charrnn.training.protocol import PROTOCOL_ID
 
 RUN_FILE = "models/mlflow_run.json"  # written by the train stage, read by the later ones
 LOGGED_MODELS = "models/logged_models.json"  # written by the log_models stage, read by register

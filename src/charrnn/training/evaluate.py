@@ -1,7 +1,7 @@
 """Held-out loss of a model, measured by one protocol whatever the model was trained with.
 
 The protocol: fp32 (no autocast, no TF32 on a GPU), the split cut into up to STREAMS contiguous
-streams of at least WINDOW characters each, read in windows of WINDOW with the state carried and
+streams of at least WINDOW characters each (protocol.py), read in windows of WINDOW with the state carried and
 dropout off, every character after a stream's first scored. It depends on the split alone, not on
 batch_size, num_steps, precision or device, so a val loss means the same in every experiment and on
 every machine (to float rounding). The training loop validates by it too: best.pt is chosen by the
@@ -17,14 +17,7 @@ import torch.nn.functional as F
 from charrnn.training import checkpoint
 from charrnn.data.batches import windows
 from charrnn.errors import CharRNNError
-
-STREAMS, WINDOW = 64, 256
-PROTOCOL_ID = f"fp32-s{STREAMS}-w{WINDOW}"
-
-
-def num_streams(length):
-    """Streams the protocol cuts a split of `length` characters into: up to STREAMS, each >= WINDOW long."""
-    return max(1, min(STREAMS, (length - 1) // WINDOW))
+from charrnn.training.protocol import WINDOW, num_streams
 
 
 @torch.no_grad()
