@@ -6,8 +6,12 @@ import json
 import os
 import runpy
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -116,6 +120,34 @@ def prepare(folder, mirror=None, **overrides):
     return folder
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url, process, seconds=180):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"{process.args} exited: {process.stdout.read() if process.stdout else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+def post_json(url, payload):
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
 def in_process(entry_point, args, cwd=None):
     """Run `entry_point()` (a command's or a stage's main) in this process, in `cwd` (default: the current
     folder), as the program `args`: for the tests of what it prints and refuses, where a subprocess
@@ -175,11 +207,27 @@ def make_project(folder, mirror, **env):
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest)
+    run = project_runner(folder, mirror, **env)
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        git(run, *command)
+    return run
+
+
+def clone_project(source, folder, mirror, **env):
+    """A teammate's `git clone` of the project runner `source` into `folder`; returns its runner."""
+    subprocess.run(["git", "clone", "-q", str(source.root), str(folder)], check=True, capture_output=True)
+    return project_runner(folder, mirror, **env)
+
+
+def project_runner(folder, mirror, **env):
+    """`run(*args, tool="dvc")`: the venv's tool run in the project `folder` with the corpus mirror set,
+    the package imported from the folder's src/, and the project's own MLflow store unless `env` names
+    another; `run.root`, `run.env`."""
     bin_dir = Path(sys.executable).parent
     extra_env = env
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CHARRNN_DATA_MIRROR": str(mirror),
            "PYTHONPATH": str(folder / "src")}
-    for name in MLFLOW_ENVIRONMENT:  # the project's own store unless a test names another
+    for name in MLFLOW_ENVIRONMENT:
         env.pop(name, None)
     env.update(extra_env)
 
@@ -191,10 +239,6 @@ def make_project(folder, mirror, **env):
             assert result.returncode == 0, result.stdout + result.stderr
         return result
 
-    git_env = {**env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-               "GIT_COMMITTER_EMAIL": "t@t"}
-    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
-        subprocess.run(command, cwd=folder, check=True, capture_output=True, env=git_env)
     run.root, run.env = folder, env
     return run
 

@@ -17,35 +17,10 @@ from charrnn.training import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.training.protocol import PROTOCOL_ID
 from charrnn.tracking.registry import CHAMPION, download_checkpoint, promote, register
-from conftest import PIPELINE, assert_clean_error, charrnn, interrupting, make_project, prepare, run_stage, write_params
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url, process, seconds=180):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args} exited: {process.stdout.read() if process.stdout else ''}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {seconds} s")
-
-
-def post_json(url, payload):
-    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read() or b"{}")
+from conftest import (
+    PIPELINE, assert_clean_error, charrnn, free_port, interrupting, post_json, prepare, run_stage, wait_for,
+    write_params,
+)
 
 
 def test_one_run_spans_the_stages(built):
@@ -227,31 +202,6 @@ def test_a_model_with_a_non_finite_val_loss_is_never_champion(registry):
     # nor is such a model registered: the register stage stops with one line, before the registry changes
     with pytest.raises(CharRNNError, match="best.pt scores val loss nan: its weights are not a usable model"):
         register(None, "m-none", "x", {"val_loss": float("nan")}, key())
-
-
-@pytest.mark.slow
-def test_pipeline_against_a_real_tracking_server(tmp_path, mirror):
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination",
-         str(tmp_path / "server-artifacts"), "--workers", "1"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", server)
-        uri = f"http://127.0.0.1:{port}"
-        project = make_project(tmp_path / "project", mirror, MLFLOW_TRACKING_URI=uri)
-        write_params(project.root, **{**PIPELINE, "keep_checkpoints": 0})
-        project("repro")
-        client = MlflowClient(uri)
-        [run] = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])
-        assert run.info.status == "FINISHED" and "test_bpc" in run.data.metrics
-        assert str(client.get_model_version_by_alias("charrnn-hamlet", CHAMPION).version) == "1"
-        assert not (project.root / "mlruns").exists()  # nothing went to the local store
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_sigterm_during_training_saves_last_step_and_marks_the_run_killed(project):

@@ -2,6 +2,7 @@
 alias `champion` on the best comparable one, and models loaded back by URI."""
 
 import math
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -54,42 +55,81 @@ def promote(client, name, key, dry_run=False, switch_split=False):
     A champion measured on another split or by another protocol stays unless `switch_split`: such
     losses are not comparable, and a quick experiment on another split must not dethrone it.
     Idempotent. Returns (champion version, its val loss).
+
+    Safe under concurrency (two experiments registering at once on one registry): after moving the
+    alias it reads the registry again, and moves it again until what it reads agrees. A promote that
+    chose from a list read before another's version existed, and wrote last, so sees that version on
+    its re-read and corrects the alias: the last writer always ends on the best of all versions.
     """
-    versions = [v for v in client.search_model_versions(f"name='{name}'")
-                if all(v.tags.get(tag) == value for tag, value in key.items()) and usable(v.tags.get("val_loss"))]
-    if not versions:
-        raise CharRNNError(f"no version of {name} with {_described(key)} to promote")
-    # on a tie the newest: the same weights registered again after log_models reran (new serving code)
-    best = min(versions, key=lambda v: (float(v.tags["val_loss"]), -int(v.version)))
-    best_loss = float(best.tags["val_loss"])
-    try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        current = None
+    versions, best, current = _choice(client, name, key)
     newest = max(versions, key=lambda v: int(v.version))
     print(f"{name}: newest version {newest.version} val {float(newest.tags['val_loss']):.4f}; "
-          f"best with {_described(key)}: version {best.version} val {best_loss:.4f}")
+          f"best with {_described(key)}: version {best.version} val {float(best.tags['val_loss']):.4f}")
     current_key = {tag: current.tags.get(tag) for tag in key} if current is not None else key
     if current_key != key and not switch_split:
         print(f"{CHAMPION} stays on version {current.version} ({_described(current_key)}): val losses of "
               "different splits or evaluation protocols are not compared; `charrnn promote --switch-split` "
               "moves it to this one's best")
         return str(current.version), float(current.tags.get("val_loss", "nan"))
-    if current is not None and str(current.version) == str(best.version):  # MLflow mixes int and str
+    if _holds(current, best):
         print(f"{CHAMPION} stays on version {best.version}")
-    else:
-        was = (f"version {current.version} (val {float(current.tags.get('val_loss', 'nan')):.4f})"
-               if current is not None else "no version")
-        verb = "would move" if dry_run else "moves"
-        print(f"{CHAMPION} {verb} from {was} to version {best.version} (val {best_loss:.4f})")
-        if not dry_run:
-            client.set_registered_model_alias(name, CHAMPION, best.version)
-            # MLflow keeps no history of an alias: the new champion records whom it replaced, and when
-            client.set_model_version_tag(name, best.version, "champion_replaced",
-                                         str(current.version) if current is not None else "none")
-            client.set_model_version_tag(name, best.version, "champion_since",
-                                         datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    return str(best.version), best_loss
+    verb = "would move" if dry_run else "moves"
+    while not _holds(current, best):
+        print(f"{CHAMPION} {verb} from {_named(current)} to {_named(best)}")
+        if dry_run:
+            break
+        _crown(client, name, best, current)
+        versions, best, current = _choice(client, name, key)  # the re-check: another promote may have written
+        verb = "moves again (another register changed the registry meanwhile)"
+    return str(best.version), float(best.tags["val_loss"])
+
+
+def _choice(client, name, key):
+    """(the usable versions of `name` with the comparability `key`, the best of them, the champion now)."""
+    versions = [v for v in client.search_model_versions(f"name='{name}'")
+                if all(v.tags.get(tag) == value for tag, value in key.items()) and usable(v.tags.get("val_loss"))]
+    if not versions:
+        raise CharRNNError(f"no version of {name} with {_described(key)} to promote")
+    # on a tie the newest: the same weights registered again after log_models reran (new serving code)
+    best = min(versions, key=lambda v: (float(v.tags["val_loss"]), -int(v.version)))
+    try:
+        current = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        current = None
+    return versions, best, current
+
+
+def _holds(current, best):
+    return current is not None and str(current.version) == str(best.version)  # MLflow mixes int and str
+
+
+def _named(version):
+    return (f"version {version.version} (val {float(version.tags.get('val_loss', 'nan')):.4f})"
+            if version is not None else "no version")
+
+
+def _crown(client, name, best, current):
+    """Move the alias to `best`; MLflow keeps no history of an alias: the new champion records whom it
+    replaced, and when."""
+    replaced = str(current.version) if current is not None else "none"
+    since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    _retried(lambda: client.set_registered_model_alias(name, CHAMPION, best.version))
+    _retried(lambda: client.set_model_version_tag(name, best.version, "champion_replaced", replaced))
+    _retried(lambda: client.set_model_version_tag(name, best.version, "champion_since", since))
+
+
+def _retried(write, attempts=4):
+    """A registry write, tried again if it fails: two promotes at once write the same alias and tags,
+    and a database store answers the second of two simultaneous first writes of a tag with a unique-key
+    violation (MLflow's write is a read, then an insert or update); once the first has committed, the
+    same write updates."""
+    for attempt in range(attempts):
+        try:
+            return write()
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
 
 
 def usable(val_loss):
