@@ -312,27 +312,49 @@ def test_a_truncated_checkpoint_stops_the_resume_and_the_other_survives(tmp_path
 
 
 @pytest.mark.slow
-def test_two_process_gloo_data_parallel_training(tmp_path, mirror):
-    from conftest import PIPELINE, run_stage
-
-    prepare(tmp_path, mirror, **{**PIPELINE, "processes": 2, "keep_checkpoints": 0, "epochs": 2})
-    result = run_stage("train", tmp_path)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "2 processes" in result.stdout and result.stdout.count("model: ") == 1  # rank 0 alone reports
-
+def test_two_process_gloo_data_parallel_training_on_one_node_and_on_two(tmp_path, mirror):
     import json
+    import os
+    import subprocess
+    import sys
 
     import numpy as np
     from mlflow import MlflowClient
 
-    train_chars = len(np.load(tmp_path / "data/split/train.npy"))
+    from conftest import PIPELINE, ROOT, free_port, run_stage
+
+    one_node = tmp_path / "one-node"
+    one_node.mkdir()
+    prepare(one_node, mirror, **{**PIPELINE, "processes": 2, "keep_checkpoints": 0, "epochs": 2})
+    nodes = [shutil.copytree(one_node, tmp_path / f"node-{name}") for name in "ab"]  # each node's own checkout
+    result = run_stage("train", one_node)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "2 processes" in result.stdout and result.stdout.count("model: ") == 1  # rank 0 alone reports
+
+    train_chars = len(np.load(one_node / "data/split/train.npy"))
     per_rank = train_chars // 2
-    metrics = json.loads((tmp_path / "metrics/train.json").read_text())
+    metrics = json.loads((one_node / "metrics/train.json").read_text())
     assert metrics["steps"] == 2 * (((per_rank - 1) // 32) // 32)  # each rank: its own shard, same steps
-    rows = (tmp_path / "plots/train/loss.csv").read_text().splitlines()
+    rows = (one_node / "plots/train/loss.csv").read_text().splitlines()
     assert float(rows[-1].split(",")[1]) < float(rows[1].split(",")[1]) - 0.3  # the loss falls
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    client = MlflowClient(f"sqlite:///{one_node}/mlruns/mlflow.db")
     assert len(client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])) == 1
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["best.pt", "checkpoints", "last.pt",
-                                                                        "mlflow_run.json"]
-    assert len(checkpoint.load(tmp_path / "models/last.pt")["rank_states"]) == 2
+    assert sorted(p.name for p in (one_node / "models").iterdir()) == ["best.pt", "checkpoints", "last.pt",
+                                                                       "mlflow_run.json"]
+    assert len(checkpoint.load(one_node / "models/last.pt")["rank_states"]) == 2
+
+    # the same run across two "nodes" on 127.0.0.1: two launchers, one process each, a c10d rendezvous
+    # (docs/training.md's command per node); global rank 0 writes, on whichever node torchrun gave it
+    endpoint = f"127.0.0.1:{free_port()}"
+    launchers = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+         f"--rdzv_endpoint={endpoint}", "--rdzv_id=charrnn", str(ROOT / "stages" / "train.py")],
+        cwd=node, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}) for node in nodes]  # as torchrun set it for the 2 processes above
+    outputs = [launcher.communicate(timeout=300)[0] for launcher in launchers]
+    assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
+    [writer] = [node for node in nodes if (node / "metrics/train.json").exists()]
+    assert not any((node / "models").exists() for node in nodes if node != writer)
+    assert (writer / "plots/train/loss.csv").read_text() == (one_node / "plots/train/loss.csv").read_text()
+    two_nodes = json.loads((writer / "metrics/train.json").read_text())
+    assert {**two_nodes, "chars_per_sec": 0} == {**metrics, "chars_per_sec": 0}  # the same losses, bit for bit

@@ -74,7 +74,7 @@ def mean(tensor):
 
 
 def broadcast(value):
-    """Rank 0's float `value` on every rank."""
+    """Rank 0's `value` (a float, or a checkpoint's contents) on every rank."""
     if not dist.is_initialized():
         return value
     shared = [value]

@@ -85,8 +85,10 @@ class Checkpointer:
                                "to train afresh") from None
 
     def open_folder(self, fresh):
-        """Make the folder ready: a fresh run starts without the kept copies of an earlier one, and
-        checkpoints/ exists even when none are kept (DVC expects every out)."""
+        """Make rank 0's folder ready (other ranks write nothing): a fresh run starts without the kept
+        copies of an earlier one, and checkpoints/ exists even when none are kept (DVC expects every out)."""
+        if distributed.rank() != 0:
+            return
         if fresh:
             shutil.rmtree(self.kept, ignore_errors=True)
         self.kept.mkdir(parents=True, exist_ok=True)
@@ -153,33 +155,46 @@ def fingerprint_changes(saved, current):
 
 def resume(saver, device, say):
     """(RunState, carried RNN state) of the unfinished run in last.pt, restored into the model and
-    optimizer, if it was made by the same params, data and code; else (None, None) and one line why."""
-    last = saver.read(saver.last)
+    optimizer, if it was made by the same params, data and code; else (None, None) and one line why.
+
+    Rank 0 decides, from its own folder, and hands the checkpoint to every rank: on several nodes each
+    node has a folder of its own, and only rank 0's holds the run's checkpoints."""
+    last = distributed.broadcast(_resumable(saver, say) if distributed.rank() == 0 else None)
     if last is None:
-        return None, None
-    saved_run = last.get("run", {})
-    if set(saved_run) != {f.name for f in fields(RunState)}:
-        say(f"not resuming from {saver.last}: written by another version of charrnn; training afresh")
-        return None, None
-    state = RunState(**saved_run)
-    if state.finished:
-        say(f"{saver.last} holds a finished run: training afresh")
-        return None, None
-    changed = fingerprint_changes(last["fingerprint"], saver.fingerprint)
-    if changed:
-        say(f"not resuming the unfinished run in {saver.last} (step {state.step} of {state.total_steps}): "
-            f"changed since: {changed}; training afresh")
-        return None, None
-    best = saver.read(saver.best)
-    if state.best_step and not (best and best.get("run_id") == state.run_id and best["step"] >= state.best_step):
-        # best.pt may be one validation ahead (a kill between the two writes): the resumed run rewrites it
-        say(f"not resuming from {saver.last}: {saver.best} is missing or from another run; training afresh")
         return None, None
     saver.model.load_state_dict(last["model_state"])
     saver.optimizer.load_state_dict(last["optimizer_state"])
     hidden = restore_rank_state(last["rank_states"][distributed.rank()], device)
+    state = RunState(**last["run"])
     say(f"resuming from {saver.last} at step {state.step}")
     return state, hidden
+
+
+def _resumable(saver, say):
+    """The contents of last.pt if it holds an unfinished run of the same params, data and code (and
+    best.pt is its run's); else None, and one line why."""
+    last = saver.read(saver.last)
+    if last is None:
+        return None
+    saved_run = last.get("run", {})
+    if set(saved_run) != {f.name for f in fields(RunState)}:
+        say(f"not resuming from {saver.last}: written by another version of charrnn; training afresh")
+        return None
+    state = RunState(**saved_run)
+    if state.finished:
+        say(f"{saver.last} holds a finished run: training afresh")
+        return None
+    changed = fingerprint_changes(last["fingerprint"], saver.fingerprint)
+    if changed:
+        say(f"not resuming the unfinished run in {saver.last} (step {state.step} of {state.total_steps}): "
+            f"changed since: {changed}; training afresh")
+        return None
+    best = saver.read(saver.best)
+    if state.best_step and not (best and best.get("run_id") == state.run_id and best["step"] >= state.best_step):
+        # best.pt may be one validation ahead (a kill between the two writes): the resumed run rewrites it
+        say(f"not resuming from {saver.last}: {saver.best} is missing or from another run; training afresh")
+        return None
+    return last
 
 
 def start(saver, total_steps, allow_resume, device, say):
