@@ -1,4 +1,4 @@
-"""The checks behind the README's GPU facts: cuDNN runs the LSTM in bf16, the training loop never waits
+"""The checks behind bench/README.md's GPU facts: cuDNN runs the LSTM in bf16, the training loop never waits
 for the GPU between validations, where resume is exact, DDP over NCCL, generation on the GPU.
 
     python bench/gpu_checks.py [--device cuda] [--checks cudnn,syncs,resume,generate]

@@ -47,7 +47,7 @@ import peer
 #   fp32 recipe overfits there at 9.3 epochs (1.747). fp32 on a Zen 1: 2x256 with dropout 0.1 and lr
 #   5e-3 (1.4810 at 5.7 epochs; dropout 0.2 with lr 6e-3 1.4836, 2x320 1.4897, 2x384 1.5236 at 2.7
 #   epochs); on a Zen 3, twice as fast, 2x384 with dropout 0.2 and lr 4e-3 was best (1.465 at 4.4
-#   epochs; 2x256 1.482, 2x320 1.473, 1x512 1.521). README, Benchmarks.
+#   epochs; 2x256 1.482, 2x320 1.473, 1x512 1.521). bench/README.md.
 _COMMON = dict(cell="lstm", embedding_size=0, min_lr=0.0001, warmup_steps=20, grad_clip=5.0, precision="auto")
 SETTINGS = {
     70: {

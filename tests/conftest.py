@@ -260,13 +260,15 @@ def built(tmp_path_factory, mirror):
 
     - `dvc repro` of BUILT (a 1x8 LSTM; checkpoints kept at steps 40, 80 and 120, best.pt at 143), with
       the audit hook of tests/audit/ recording what each stage reads, loads and writes (into `audit`),
-      and MLflow's system metrics sampled every 0.2 s; its results committed ("first run"; HEAD~1 is the
-      project before any run);
-    - then `dvc exp run -n wider -S lstm_size=32`, which leaves its results in the workspace and takes
-      `champion` from the first run's version.
+      and MLflow's system metrics sampled every 0.2 s; its results committed ("first run"; HEAD~1 is
+      the project before any run);
+    - then two queued experiments run two at a time (`dvc queue start -j 2`), `wider` (lstm_size=32,
+      which takes `champion`) and `narrow` (16), into the project's one MLflow store;
+    - `dvc exp apply wider`: the workspace holds wider's results.
 
     Returns the runner, with `client` (the project's store), `experiment`, `runs` ({lstm_size: run}),
-    `audit` (the folder of the audit logs) and `first` (the committed metrics of the first run)."""
+    `versions` ({lstm_size: its registered version}), `audit` (the folder of the audit logs) and
+    `first` (the committed metrics of the first run)."""
     runner = make_project(tmp_path_factory.mktemp("built"), mirror)
     git(runner, "branch", "-m", "work")  # no main, whatever git's default
     write_params(runner.root, **BUILT)
@@ -283,13 +285,29 @@ def built(tmp_path_factory, mirror):
     git(runner, "add", "-A")
     git(runner, "commit", "-qm", "first run")
     runner.first = {name: json.loads((runner.root / name).read_text()) for name in METRIC_FILES}
-    runner("exp", "run", "-n", "wider", "-S", "lstm_size=32")
+    for name, size in (("wider", 32), ("narrow", 16)):
+        runner("exp", "run", "--queue", "-n", name, "-S", f"lstm_size={size}")
+    # the workers DVC starts outlive `dvc queue start` and would hold captured pipes open: no capture
+    subprocess.run([str(Path(sys.executable).parent / "dvc"), "queue", "start", "-j", "2"], cwd=runner.root,
+                   env=runner.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=120, start_new_session=True)
+    deadline = time.time() + 600
+    while any(word in runner("queue", "status").stdout for word in ("Queued", "Running")):
+        assert time.time() < deadline, runner("queue", "status").stdout
+        time.sleep(2)
+    runner("queue", "stop", check=False)
+    status = runner("queue", "status").stdout
+    failed = [line.split()[0] for line in status.splitlines() if "Failed" in line]
+    assert not failed, status + "".join(runner("queue", "logs", task, check=False).stdout for task in failed)
+    runner("exp", "apply", "wider")
 
     from mlflow import MlflowClient
 
     runner.client = MlflowClient(f"sqlite:///{runner.root}/mlruns/mlflow.db")
     runner.experiment = runner.client.get_experiment_by_name("charrnn-hamlet")
     runner.runs = {r.data.params["lstm_size"]: r for r in runner.client.search_runs([runner.experiment.experiment_id])}
+    sizes = {run.info.run_id: size for size, run in runner.runs.items()}
+    runner.versions = {sizes[v.run_id]: str(v.version) for v in runner.client.search_model_versions("name='charrnn-hamlet'")}
     return runner
 
 

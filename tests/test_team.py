@@ -98,7 +98,7 @@ def team_server(postgres, tmp_path_factory):
 def test_a_teammate_pulls_a_trained_model_and_the_server_shows_its_run(team_server, mirror, tmp_path):
     # user A trains against the team's tracking server and shares data and models through the DVC remote
     a = make_project(tmp_path / "a", mirror, MLFLOW_TRACKING_URI=team_server.url)
-    write_params(a.root, **PIPELINE)
+    write_params(a.root, **{**PIPELINE, "keep_checkpoints": 0})
     trained = a("repro")
     assert not (a.root / "mlruns").exists()  # nothing went to a local store
     git(a, "add", "-A")

@@ -4,7 +4,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -56,9 +55,23 @@ def test_one_run_spans_the_stages(built):
     assert evaluation["val_loss"] == checkpoint.load(built.root / "models/best.pt")["val_loss"]
     assert evaluation["eval_protocol"] == PROTOCOL_ID
     champion = client.get_model_version_by_alias("charrnn-hamlet", CHAMPION)
-    assert str(champion.version) == "2" and champion.tags["run_id"] == run_id
+    assert str(champion.version) == built.versions["32"] and champion.tags["run_id"] == run_id
     assert float(champion.tags["val_loss"]) == evaluation["val_loss"]
-    assert "champion stays on version 2" in charrnn("promote", "--dry-run", cwd=built.root).stdout
+    assert f"champion stays on version {champion.version}" in charrnn("promote", "--dry-run", cwd=built.root).stdout
+
+
+def test_queued_experiments_ran_two_at_a_time_into_the_one_store(built, monkeypatch):
+    runs = built.runs.values()
+    assert sorted(built.runs) == ["16", "32", "8"] and all(run.info.status == "FINISHED" for run in runs)
+    assert {built.runs[size].data.tags["dvc_exp_name"] for size in ("16", "32")} == {"narrow", "wider"}
+    assert all(run.info.run_name == run.data.tags.get("dvc_exp_name", run.info.run_name) for run in runs)
+    best = min(runs, key=lambda run: run.data.metrics["val_loss"])
+    assert built.client.get_model_version_by_alias("charrnn-hamlet", CHAMPION).tags["run_id"] == best.info.run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{built.root}/mlruns/mlflow.db")
+    for size, version in built.versions.items():  # each registered its own best.pt
+        model = checkpoint.load(download_checkpoint(f"models:/charrnn-hamlet/{version}"))
+        assert model["model_config"]["lstm_size"] == int(size)
+        assert model["val_loss"] == pytest.approx(built.runs[size].data.metrics["best_val_loss"])
 
 
 def test_ui_serves_the_store_and_links_to_the_training_view(built, tmp_path):
@@ -74,11 +87,13 @@ def test_ui_serves_the_store_and_links_to_the_training_view(built, tmp_path):
         url = f"http://127.0.0.1:{port}"
         store = f"sqlite:///{built.root.resolve()}/mlruns/mlflow.db"
         experiment = f"{url}/#/experiments/{built.experiment.experiment_id}"
+        champion = built.versions["32"]
         assert printed == [
             f"MLflow UI on {store}: {url}",
             f"  training runs (loss curves): {experiment}/runs?workflowType=machine_learning&compareRunsMode=CHART",
             f"  checkpoints (logged models): {experiment}/models?workflowType=machine_learning",
-            f"  the champion, charrnn-hamlet version 2: {url}/#/models/charrnn-hamlet/versions/2?workflowType=machine_learning",
+            f"  the champion, charrnn-hamlet version {champion}: {url}/#/models/charrnn-hamlet/versions/{champion}"
+            "?workflowType=machine_learning",
             "Ctrl-C stops it"], printed
         with urllib.request.urlopen(url, timeout=30) as page:  # the UI itself
             assert b"MLflow" in page.read()
@@ -204,9 +219,8 @@ def test_a_model_with_a_non_finite_val_loss_is_never_champion(registry):
         register(None, "m-none", "x", {"val_loss": float("nan")}, key())
 
 
-def test_sigterm_during_training_saves_last_step_and_marks_the_run_killed(project):
-    write_params(project.root, **{**PIPELINE, "epochs": 4, "eval_every": 20, "keep_checkpoints": 0})
-    project("repro", "split")
+def test_sigterm_during_training_saves_last_step_and_marks_the_run_killed(project, mirror):
+    prepare(project.root, mirror, **{**PIPELINE, "epochs": 4, "eval_every": 20, "keep_checkpoints": 0})
     # SIGTERM arrives as the second last.pt (step 40) is written: the step finishes, is saved, and training stops
     result = subprocess.run([sys.executable, "stages/train.py"], cwd=project.root,
                             env=interrupting(project.env, "TERM", 2), capture_output=True, text=True, timeout=300)
@@ -239,40 +253,6 @@ def test_unreachable_tracking_server_stops_training_before_it_changes_a_file(tmp
     result = run_stage("train", tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"})
     assert_clean_error(result, f"MLflow tracking server http://127.0.0.1:{port} is unreachable")
     assert [path.name for path in (tmp_path / "models").rglob("*")] == ["checkpoints", kept.name]
-
-
-def test_queued_experiments_run_two_at_a_time_into_the_one_store(project, monkeypatch):
-    write_params(project.root, **{**PIPELINE, "keep_checkpoints": 0})
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "tiny"], cwd=project.root,
-                   check=True)
-    project("exp", "run", "--queue", "-S", "lstm_size=16,24")
-    # the workers DVC starts outlive `dvc queue start` and would hold captured pipes open: no capture
-    subprocess.run([str(Path(sys.executable).parent / "dvc"), "queue", "start", "-j", "2"], cwd=project.root,
-                   env=project.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=120, start_new_session=True)
-    deadline = time.time() + 600
-    while any(word in project("queue", "status").stdout for word in ("Queued", "Running")):
-        assert time.time() < deadline, project("queue", "status").stdout
-        time.sleep(2)
-    project("queue", "stop", check=False)
-    status = project("queue", "status").stdout
-    failed = [line.split()[0] for line in status.splitlines() if "Failed" in line]
-    logs = "".join(project("queue", "logs", task, check=False).stdout for task in failed)
-    assert "Failed" not in status, status + logs
-
-    client = MlflowClient(f"sqlite:///{project.root}/mlruns/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])
-    assert sorted(run.data.params["lstm_size"] for run in runs) == ["16", "24"]
-    assert all(run.info.status == "FINISHED" and run.info.run_name == run.data.tags["dvc_exp_name"] != ""
-               for run in runs)
-    best = min(runs, key=lambda run: run.data.metrics["val_loss"])
-    assert client.get_model_version_by_alias("charrnn-hamlet", CHAMPION).tags["run_id"] == best.info.run_id
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project.root}/mlruns/mlflow.db")
-    for version in client.search_model_versions("name='charrnn-hamlet'"):  # each registered its own best.pt
-        run = client.get_run(version.tags["run_id"])
-        model = checkpoint.load(download_checkpoint(f"models:/charrnn-hamlet/{version.version}"))
-        assert model["model_config"]["lstm_size"] == int(run.data.params["lstm_size"])
-        assert model["val_loss"] == pytest.approx(run.data.metrics["best_val_loss"])
 
 
 def test_a_diverged_training_marks_its_run_failed(tmp_path, monkeypatch):

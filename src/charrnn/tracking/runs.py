@@ -146,8 +146,8 @@ def source_tags():
         user = getpass.getuser()
     except (KeyError, OSError):  # no login name and no entry in the password database
         user = ""
-    script = Path(sys.argv[0]).resolve()
-    source = script.relative_to(project_root()) if script.is_relative_to(project_root()) else script.name
+    script, checkout = Path(sys.argv[0]).resolve(), Path.cwd().resolve()  # a stage runs in its checkout's root
+    source = script.relative_to(checkout) if script.is_relative_to(checkout) else script.name
     tags = {MLFLOW_USER: user, MLFLOW_SOURCE_NAME: str(source), MLFLOW_SOURCE_TYPE: "LOCAL",
             MLFLOW_GIT_COMMIT: git_commit()}
     return {key: value for key, value in tags.items() if value}
