@@ -2,12 +2,13 @@
 with the stage run in-process (stage_in_process: no seconds of imports per case); prepare() runs the data
 stages as subprocesses, as DVC does."""
 
+import os
 import subprocess
 import sys
 
 import numpy as np
 
-from conftest import ROOT, assert_clean_error, charrnn, prepare, stage_in_process, write_params
+from conftest import ROOT, assert_clean_error, charrnn, prepare, run_stage, stage_in_process, write_params
 
 
 def test_unknown_corpus(tmp_path):
@@ -102,3 +103,18 @@ def test_missing_inputs_of_later_stages(tmp_path):
     write_params(tmp_path)
     assert_clean_error(stage_in_process("split", tmp_path), "data/prepared/encoded.npy not found")
     assert_clean_error(stage_in_process("train", tmp_path), "data/prepared/vocab.json not found")
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
+    """kill -9 during a write leaves its temp file (100 MB for a large corpus): the next write of that
+    output removes it; a temp file of a process still running stays."""
+    (tmp_path / "mine.txt").write_text("abcdefghij " * 500)
+    prepare(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    prepared = tmp_path / "data" / "prepared"
+    leftover, running = prepared / f".encoded.npy.tmp-{gone.pid}", prepared / f".encoded.npy.tmp-{os.getpid()}"
+    for path in (leftover, running):
+        path.write_bytes(b"half an array")
+    assert run_stage("prepare", tmp_path).returncode == 0
+    assert not leftover.exists() and running.exists()

@@ -16,6 +16,7 @@ from charrnn.training import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.training.protocol import PROTOCOL_ID
 from charrnn.tracking.registry import CHAMPION, download_checkpoint, promote, register
+from charrnn.tracking.runs import PipelineRun
 from conftest import (
     PIPELINE, assert_clean_error, charrnn, free_port, interrupting, post_json, prepare, run_stage, wait_for,
     write_params,
@@ -244,6 +245,25 @@ def test_unreachable_tracking_server_is_one_clear_line(tmp_path):
     assert "s3cret" not in result.stdout + result.stderr  # credentials never reach a log
 
 
+@pytest.mark.parametrize("store, message", [
+    ("sqlite:////nonexistent/x.db", "the MLflow store sqlite:////nonexistent/x.db is in a folder that does not exist"),
+    ("bogus://x", "cannot use the MLflow store bogus://x: Model registry functionality is unavailable"),
+    ("corrupt", "file is not a database"),
+    ("postgresql://alice:s3cret@127.0.0.1:{port}/mlflow", "the database server of the MLflow store "
+     "postgresql://***@127.0.0.1:{port}/mlflow is unreachable"),
+])
+def test_a_store_mlflow_cannot_use_is_one_clear_line(store, message, tmp_path, monkeypatch):
+    port = free_port()  # nothing listens there
+    if store == "corrupt":  # the project's own store, damaged
+        (tmp_path / "mlruns").mkdir()
+        (tmp_path / "mlruns" / "mlflow.db").write_text("not a database")
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", store.format(port=port))
+    result = charrnn("sample", "--model", "models:/charrnn-hamlet@champion", cwd=tmp_path)
+    assert_clean_error(result, message.format(port=port))
+    assert "s3cret" not in result.stdout + result.stderr
+
+
 def test_unreachable_tracking_server_stops_training_before_it_changes_a_file(tmp_path, mirror):
     prepare(tmp_path, mirror, **{**PIPELINE, "resume": False})
     kept = tmp_path / "models" / "checkpoints" / "i100_l32_v2.0000.pt"
@@ -274,3 +294,32 @@ def test_a_diverged_training_marks_its_run_failed(tmp_path, monkeypatch):
             train_module.train(p, train_ids, val_ids, vocab, tmp_path / "models", tracker=tracker)
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(tracker.run.id)
     assert run.info.status == "FAILED"
+
+
+def test_a_corpus_name_that_mlflow_refuses_in_model_names_is_logged_and_registered(tmp_path, monkeypatch):
+    """An own corpus file such as books/my.book.txt: MLflow refuses '.' (and / : % quotes) in a logged
+    model's name, so the names carry '-' there; training, logging and registering all complete."""
+    from dataclasses import replace
+
+    from charrnn.tracking.live import TrainingTracker
+    from charrnn.tracking.logged_models import log_checkpoints
+    from charrnn.tracking.runs import comparability
+    from charrnn.tracking.registry import model_name
+    from charrnn.training.evaluate import evaluate_checkpoint
+    from charrnn.training.loop import train
+    from conftest import tiny_corpus, tiny_params
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    train_ids, val_ids, vocab = tiny_corpus()
+    vocab = replace(vocab, corpus="my.book")
+    p = tiny_params(epochs=1, keep_checkpoints=20)
+    with TrainingTracker(p, vocab) as tracker:
+        train(p, train_ids, val_ids, vocab, tmp_path / "models", tracker=tracker)
+    with PipelineRun.reopen(tracker.run.id) as run:
+        logged = log_checkpoints(run, tmp_path / "models")
+        evaluation = evaluate_checkpoint(tmp_path / "models" / "best.pt", vocab, {"val": val_ids, "test": val_ids}, "cpu")
+        version = register(run, logged["best_model_id"], vocab.corpus, evaluation, comparability(p, vocab))
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    names = sorted(client.get_logged_model(model_id).name for model_id in logged["models"].values())
+    assert names == ["my-book-1x32-lstm-step20", "my-book-1x32-lstm-step39-best"]
+    assert model_name("my.book") == "charrnn-my-book" and version == "1"

@@ -17,6 +17,7 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
@@ -25,6 +26,25 @@ def atomic_path(path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _remove_leftovers(path):
+    """Remove the temp files of `path` that a killed process left (kill -9 runs no cleanup): those
+    whose process no longer exists. A running writer's temp file stays."""
+    for leftover in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = leftover.name.rpartition("-")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_json(path, obj):

@@ -21,7 +21,7 @@ from mlflow.entities import LoggedModelOutput, Metric
 from charrnn import modules
 from charrnn.plots import plot_losses
 from charrnn.serving.pyfunc import SIGNATURE
-from charrnn.tracking.runs import label
+from charrnn.tracking.runs import label, model_safe
 from charrnn.training import checkpoint
 
 EXAMPLE = pd.DataFrame({"prime": ["Far"], "length": [100], "temperature": [0.8], "top_k": [5], "seed": [0]})
@@ -77,7 +77,7 @@ def log_checkpoint(run, source, path, payload, best, linked):
     is (e.g. hamlet-1x32-lstm-step100-best), with the params of `source` (the run's MLflow record) and
     the run's metrics `linked` to it."""
     step = payload["step"]
-    name = f"{label(payload['vocab']['corpus'], payload['model_config'])}-step{step}{'-best' if best else ''}"
+    name = model_safe(f"{label(payload['vocab']['corpus'], payload['model_config'])}-step{step}{'-best' if best else ''}")
     model = run.client.create_logged_model(source.info.experiment_id, name=name, source_run_id=run.id,
                                            params=source.data.params, tags={"checkpoint": path.name})
     with tempfile.TemporaryDirectory() as folder:

@@ -12,6 +12,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from charrnn.errors import CharRNNError
 from charrnn.params import changed
+from charrnn.tracking.runs import model_safe
 from charrnn.tracking.store import connect, redacted, tracking_uri
 
 CHAMPION = "champion"
@@ -19,7 +20,7 @@ CHAMPION = "champion"
 
 def model_name(corpus_name):
     """One registered model per corpus: validation losses on different texts are never compared."""
-    return f"charrnn-{corpus_name}"
+    return model_safe(f"charrnn-{corpus_name}")
 
 
 def register(run, model_id, corpus_name, evaluation, key):

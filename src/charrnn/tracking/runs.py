@@ -8,6 +8,7 @@ a split, and what makes two val losses comparable, is here too.
 import getpass
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -40,6 +41,12 @@ def label(corpus_name, config):
     """What a run or a logged model is, e.g. anna-2x512-lstm, from the corpus and the model's config
     (or params)."""
     return f"{corpus_name}-{config['num_layers']}x{config['lstm_size']}-{config['cell']}"
+
+
+def model_safe(name):
+    """`name` as MLflow accepts it for a logged or registered model: the characters it refuses there
+    (/ : . % and quotes; a corpus file may be called my.book.txt) become '-'."""
+    return re.sub(r"""[/:.%"']""", "-", name)
 
 
 def experiment_name(p, corpus_name):

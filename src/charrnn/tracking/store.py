@@ -5,6 +5,7 @@ Credentials in a URI are never printed.
 
 import fcntl
 import os
+import socket
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -14,6 +15,9 @@ from mlflow import MlflowClient
 
 from charrnn import project_root
 from charrnn.errors import CharRNNError
+
+
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}  # the default port of each database scheme
 
 
 def local_store():
@@ -59,15 +63,46 @@ def connect():
         except OSError as err:
             raise CharRNNError(f"MLflow tracking server {redacted(uri)} is unreachable ({getattr(err, 'reason', err)}): "
                                "start it, or unset MLFLOW_TRACKING_URI to use mlruns/mlflow.db") from None
+    elif urllib.parse.urlsplit(uri).scheme.split("+")[0] in DATABASE_PORTS:
+        _reach_database(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    if not uri.startswith("sqlite:///"):
-        return MlflowClient(uri, uri)
-    # The first use of a sqlite store creates its tables; two queued experiments starting together must
-    # not both try (the loser fails its migration), so the client is made and first used under a file lock.
-    with open(Path(uri[len("sqlite:///"):]).parent / ".mlflow-init.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        client = MlflowClient(uri, uri)
-        client.search_experiments(max_results=1)
-        client.search_registered_models(max_results=1)
+    try:
+        if not uri.startswith("sqlite:///"):
+            return _opened(uri)
+        # The first use of a sqlite store creates its tables; two queued experiments starting together
+        # must not both try (the loser fails its migration): the store is opened under a file lock.
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise CharRNNError(f"the MLflow store {redacted(uri)} is in a folder that does not exist ({folder})")
+        with open(folder / ".mlflow-init.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _opened(uri)
+    except CharRNNError:
+        raise
+    except Exception as err:  # the store's own error (MLflow's, the database driver's): one line, no secrets
+        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        secret = urllib.parse.urlsplit(uri).password
+        line = line.replace(uri, redacted(uri)).replace(secret, "***") if secret else line
+        raise CharRNNError(f"cannot use the MLflow store {redacted(uri)}: {line[:300]}") from None
+
+
+def _reach_database(uri):
+    """A database server that does not answer is one clear error in seconds (MLflow retries its
+    connection for minutes, then prints a traceback)."""
+    parts = urllib.parse.urlsplit(uri)
+    address = (parts.hostname or "localhost", parts.port or DATABASE_PORTS[parts.scheme.split("+")[0]])
+    try:
+        socket.create_connection(address, timeout=10).close()
+    except OSError as err:
+        raise CharRNNError(f"the database server of the MLflow store {redacted(uri)} is unreachable "
+                           f"({err.strerror or err}): start it, or unset MLFLOW_TRACKING_URI to use "
+                           "mlruns/mlflow.db") from None
+
+
+def _opened(uri):
+    """A client on `uri`, used once, so that a store it cannot use fails here."""
+    client = MlflowClient(uri, uri)
+    client.search_experiments(max_results=1)
+    client.search_registered_models(max_results=1)
     return client
