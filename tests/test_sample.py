@@ -47,6 +47,13 @@ def test_same_seed_same_text_and_batches_equal_single_streams(trained):
     assert len(set(batch)) == 3  # different seeds, different texts
 
 
+def test_a_temperature_near_zero_is_greedy(trained):
+    model, vocab, *_ = trained
+    greedy = generate(model, vocab, "the", 60, temperature=0, seeds=[1])
+    assert generate(model, vocab, "the", 60, temperature=1e-300, seeds=[1]) == greedy
+    assert generate(model, vocab, "the", 60, temperature=1e-300, top_k=None, top_p=0.9, seeds=[2]) == greedy
+
+
 def test_top_k_never_leaves_the_k_most_likely():
     logits = torch.randn(1, 40).expand(5000, -1)
     ids = pick(logits, 1.0, 5, 1.0, uniform(torch.arange(5000), step=0))

@@ -58,9 +58,14 @@ def format_samples(seeds, texts):
     return "\n\n".join(f"--- seed {seed} ---\n{text}" for seed, text in zip(seeds, texts))
 
 
+# Temperatures below this are greedy, as 0 is: dividing logits by them overflows fp32 (inf - inf in the
+# softmax is NaN, which picked the last id), and the distribution is a point mass on the argmax anyway.
+GREEDY_BELOW = 1e-30
+
+
 def pick(logits, temperature, top_k, top_p, u):
     """Next ids (batch,) from logits (batch, vocab) by inverse-CDF sampling with uniforms u (batch,)."""
-    if temperature == 0:
+    if temperature < GREEDY_BELOW:
         return logits.argmax(dim=-1)
     logits = logits.float() / temperature
     if top_k is not None:  # exactly the k most likely: ties at the k-th are not all kept
