@@ -146,6 +146,15 @@ def test_cli_sample_errors(trained, tmp_path):
     assert_clean_error(charrnn("sample", "--checkpoint", str(tmp_path / "bad.pt")), "not a readable checkpoint")
 
 
+def test_a_folder_a_device_or_a_mistyped_flag_is_one_clear_line(tmp_path):
+    (tmp_path / "models.pt").mkdir()
+    assert_clean_error(charrnn("sample", "--checkpoint", str(tmp_path / "models.pt")), "is a folder, not a checkpoint file")
+    assert_clean_error(charrnn("sample", "--checkpoint", "/dev/null"), "/dev/null is not a regular file")
+    assert_clean_error(charrnn("sample", "--temprature", "0.5"), "charrnn: unrecognized arguments: --temprature")
+    assert_clean_error(charrnn(), "the following arguments are required: command", "(see charrnn --help)")
+    assert charrnn("--version").returncode == 0 and charrnn("sample", "--help").returncode == 0
+
+
 def test_a_checkpoint_of_another_corpus_is_refused(trained):
     _, vocab, folder, val_ids, p = trained
     other = Vocab(chars=vocab.chars, corpus="anna", sha256="f" * 64)
@@ -206,8 +215,7 @@ def test_cli_precision_flag(trained):
         assert result.stdout.startswith("the") and len(result.stdout) == 3 + 300 + 1
     assert charrnn(*args, "--precision", "int8").stdout == runs["int8"].stdout
     assert runs["int8"].stdout != runs["fp32"].stdout  # another precision writes other text
-    bad = charrnn(*args, "--precision", "fp16")
-    assert bad.returncode == 2 and "invalid choice: 'fp16'" in bad.stderr
+    assert_clean_error(charrnn(*args, "--precision", "fp16"), "charrnn sample: argument --precision: invalid choice: 'fp16'")
 
 
 @pytest.mark.parametrize("command", ["sample", "compare"])

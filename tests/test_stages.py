@@ -88,6 +88,16 @@ def test_cli_fetch_reports_errors(tmp_path):
     assert_clean_error(charrnn("fetch", "nosuchcorpus", cwd=tmp_path), "unknown corpus 'nosuchcorpus'")
 
 
+def test_cli_fetch_into_a_file_or_an_impossible_folder_and_a_folder_as_corpus(tmp_path):
+    (tmp_path / "taken").write_text("a file")
+    assert_clean_error(charrnn("fetch", "hamlet", "--dest", "taken", cwd=tmp_path), "taken, where the corpus goes, "
+                       "is a file, not a folder")
+    assert_clean_error(charrnn("fetch", "hamlet", "--dest", "/proc/charrnn", cwd=tmp_path), "cannot be made")
+    (tmp_path / "books").mkdir()
+    assert_clean_error(charrnn("fetch", "books", cwd=tmp_path), "corpus 'books' is a folder: give a UTF-8 text file")
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
 def test_cli_fetch_from_mirror(tmp_path, mirror):
     charrnn = ROOT / ".venv" / "bin" / "charrnn"
     command = [str(charrnn)] if charrnn.exists() else [sys.executable, "-m", "charrnn.commands.cli"]

@@ -124,8 +124,16 @@ def _precision_argument(parser):
                         "weights on a CPU, else fp32; another precision writes other text (default: %(default)s)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose refusals are one `error:` line and exit 1, as every other (argparse
+    prints its usage and exits 2); `--help` shows the usage."""
+
+    def error(self, message):
+        raise CharRNNError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(prog="charrnn", description=__doc__)
+    parser = Parser(prog="charrnn", description=__doc__)
     parser.add_argument("--version", action="version", version=f"charrnn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -73,6 +73,9 @@ def resolve(spec):
     path = Path(spec).expanduser()
     if path.is_file():
         return Corpus(name=path.stem, filename=path.name, source=path)
+    if path.exists():
+        raise CharRNNError(f"corpus '{spec}' is {'a folder' if path.is_dir() else 'not a regular file'}: "
+                           "give a UTF-8 text file")
     if path.suffix or os.sep in spec:
         raise CharRNNError(f"corpus file '{spec}' does not exist")
     raise CharRNNError(
@@ -100,6 +103,11 @@ def fetch(corpus, raw_dir, mirror=None):
     a relative path is taken from the repository root), then the corpus URL. A user's own file is checked for UTF-8 and copied.
     """
     dest = raw_path(corpus, raw_dir)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        what = "is a file, not a folder" if dest.parent.is_file() else f"cannot be made ({err.strerror})"
+        raise CharRNNError(f"{raw_dir}, where the corpus goes, {what}") from None
     if corpus.source is not None:
         check_utf8(corpus.source)
         _copy(corpus.source, dest)

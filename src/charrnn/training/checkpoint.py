@@ -39,6 +39,9 @@ def save(path, payload):
 def load(path):
     """Read a checkpoint safely (no pickled code runs); a missing, corrupt or foreign file is a CharRNNError."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise CharRNNError(f"checkpoint {path} is {'a folder' if path.is_dir() else 'not a regular file'}, not a "
+                           "checkpoint file")
     if not path.is_file():
         raise CharRNNError(f"checkpoint {path} not found (train first: dvc repro train)")
     try:
