@@ -220,7 +220,7 @@ def test_cli_precision_flag(trained):
 
 @pytest.mark.parametrize("command", ["sample", "compare"])
 @pytest.mark.parametrize("option, value, rule", [
-    ("--seed", "-1", "an integer >= 0"), ("--temperature", "nan", "a number >= 0"),
+    ("--seed", "-1", "an integer from 0 to 4294967295"), ("--temperature", "nan", "a number >= 0"),
     ("--length", "1.5", "an integer >= 0"), ("--top-k", "0", "an integer from 1"),
 ])
 def test_cli_sampling_options_follow_the_params_rules(command, option, value, rule):
@@ -258,7 +258,7 @@ def test_the_served_model_refuses_what_the_cli_refuses_and_bounds_a_request(trai
         ({"prime": [["a", "b"]]}, "row 1: prime must be a non-empty text (got ['a', 'b'])"),
         ({"prime": ["the", "the"], "temperature": [0.5, nan]}, "row 2: temperature must be a number >= 0"),
         ({"prime": ["the"], "temperature": [inf]}, "row 1: temperature must be a number >= 0 (0 = greedy) (got inf)"),
-        ({"prime": ["the"], "seed": [-1]}, "row 1: seed must be an integer >= 0 (got -1)"),
+        ({"prime": ["the"], "seed": [-1]}, "row 1: seed must be an integer from 0 to 4294967295 (got -1)"),
         ({"prime": ["the"], "length": [1.5]}, "row 1: length must be an integer >= 0 (got 1.5)"),
         ({"prime": ["the"] * (MAX_ROWS + 1)}, f"a request has 1 to {MAX_ROWS} rows (got {MAX_ROWS + 1})"),
         ({"prime": ["the " * (MAX_PRIME // 4 + 1)]}, f"over the limit of {MAX_PRIME:,} per prime"),

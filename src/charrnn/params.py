@@ -32,6 +32,15 @@ def _at_least(low):
     return lambda value: value >= low
 
 
+# Seeds fit 32 bits, as the classic ones do: torch's generator and the sampler's per-stream counters
+# take them without overflow (a seed beyond int64 was a traceback inside torch).
+SEED_RULE = "an integer from 0 to 4294967295"
+
+
+def _is_seed(value):
+    return 0 <= value <= 2**32 - 1
+
+
 def _one_of(*choices):
     return Param(choices[0], str, f"one of {', '.join(choices)}", lambda value: value in choices)
 
@@ -60,7 +69,7 @@ SCHEMA = {
     "warmup_steps": Param(100, int, "an integer >= 0", _at_least(0)),
     "min_lr": Param(0.0001, float, "a number >= 0", _at_least(0)),
     "grad_clip": Param(5.0, float, "a number > 0", lambda value: value > 0),
-    "seed": Param(1234, int, "an integer >= 0", _at_least(0)),
+    "seed": Param(1234, int, SEED_RULE, _is_seed),
     "eval_every": Param(200, int, "an integer >= 1", _at_least(1)),
     "keep_checkpoints": Param(500, int, "an integer >= 0 (0 = off)", _at_least(0)),
     "resume": Param(True, bool, "true or false"),
@@ -74,7 +83,7 @@ SCHEMA = {
     "sample.top_k": Param(5, int, "an integer from 1 to the vocabulary size, or null for off", _at_least(1),
                           nullable=True),
     "sample.top_p": Param(1.0, float, "a number in (0, 1] (1 = off)", lambda value: 0 < value <= 1),
-    "sample.seed": Param(1234, int, "an integer >= 0", _at_least(0)),
+    "sample.seed": Param(1234, int, SEED_RULE, _is_seed),
     "sample.num_samples": Param(1, int, "an integer >= 1", _at_least(1)),
     "sample.drop_unknown": Param(False, bool, "true or false"),
     "sample.precision": _one_of(*GENERATION_PRECISIONS),

@@ -96,6 +96,15 @@ def sha256_of(path):
     return digest.hexdigest()
 
 
+def _make_folder(raw_dir):
+    """The folder the corpus goes into, made if missing; one that cannot be is a CharRNNError."""
+    try:
+        Path(raw_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        what = "is a file, not a folder" if Path(raw_dir).is_file() else f"cannot be made ({err.strerror})"
+        raise CharRNNError(f"{raw_dir}, where the corpus goes, {what}") from None
+
+
 def fetch(corpus, raw_dir, mirror=None):
     """Make `raw_dir/<name>.txt` hold the corpus's verified bytes; return (path, sha256).
 
@@ -103,13 +112,9 @@ def fetch(corpus, raw_dir, mirror=None):
     a relative path is taken from the repository root), then the corpus URL. A user's own file is checked for UTF-8 and copied.
     """
     dest = raw_path(corpus, raw_dir)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        what = "is a file, not a folder" if dest.parent.is_file() else f"cannot be made ({err.strerror})"
-        raise CharRNNError(f"{raw_dir}, where the corpus goes, {what}") from None
     if corpus.source is not None:
         check_utf8(corpus.source)
+        _make_folder(raw_dir)
         _copy(corpus.source, dest)
         return dest, sha256_of(dest)
 
@@ -117,6 +122,7 @@ def fetch(corpus, raw_dir, mirror=None):
         print(f"{dest}: already present, checksum ok")
         return dest, corpus.sha256
 
+    _make_folder(raw_dir)
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV)
     if mirror:
         # a relative mirror is relative to the repository root, also in DVC's temp copies
