@@ -96,7 +96,7 @@ def dvc_plots(playwright):
             html = html.replace(f'src="{url}"', f'src="{number}.js"')
         page = Path(folder) / "index.html"
         page.write_text(html)
-        screenshot(playwright, page.as_uri(), IMG / "dvc-plots.png", window={"width": 1000, "height": 560})
+        screenshot(playwright, page.as_uri(), IMG / "dvc-plots.png", window={"width": 490, "height": 410})
 
 
 @exit_on_error
