@@ -95,7 +95,7 @@ def team_server(postgres, tmp_path_factory):
         server.wait(timeout=60)
 
 
-def test_a_teammate_pulls_a_trained_model_and_the_server_shows_its_run(team_server, mirror, tmp_path):
+def test_a_teammate_pulls_a_trained_model_and_the_server_shows_its_run(team_server, mirror, tmp_path, monkeypatch):
     # user A trains against the team's tracking server and shares data and models through the DVC remote
     a = make_project(tmp_path / "a", mirror, MLFLOW_TRACKING_URI=team_server.url)
     write_params(a.root, **{**PIPELINE, "keep_checkpoints": 0})
@@ -123,6 +123,11 @@ def test_a_teammate_pulls_a_trained_model_and_the_server_shows_its_run(team_serv
     assert {m.model_id for m in models} == set(json.loads((b.root / "models/logged_models.json").read_text())["models"].values())
     champion = client.get_model_version_by_alias("charrnn-hamlet", CHAMPION)
     assert champion.run_id == run.info.run_id
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server.url)  # B's promote and compare, in this process
+    assert "champion stays on version 1" in charrnn("promote", "--dry-run", cwd=b.root).stdout
+    compared = charrnn("compare", "models:/charrnn-hamlet/1", "models:/charrnn-hamlet@champion", "--length", "40",
+                       cwd=b.root)
+    assert compared.returncode == 0 and compared.stdout.count("Far") >= 2, compared.stderr
     port = free_port()
     served = subprocess.Popen(
         [str(BIN / "mlflow"), "models", "serve", "-m", "models:/charrnn-hamlet@champion", "--env-manager", "local",
