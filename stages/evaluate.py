@@ -7,7 +7,7 @@ from charrnn.data.batches import load_ids
 from charrnn.data.vocab import Vocab
 from charrnn.errors import exit_on_error
 from charrnn.tracking.runs import PipelineRun
-from charrnn.training.device import pick_device
+from charrnn.training.device import pick_device, use_threads
 from charrnn.training.evaluate import evaluate_checkpoint
 from charrnn.training.protocol import PROTOCOL_ID
 
@@ -15,6 +15,7 @@ from charrnn.training.protocol import PROTOCOL_ID
 @exit_on_error
 def main():
     p = params.load()
+    use_threads(p["threads"])
     with PipelineRun.reopen() as run:
         vocab = Vocab.load("data/prepared/vocab.json")
         splits = {name: load_ids(f"data/split/{name}.npy") for name in ("val", "test")}

@@ -10,7 +10,7 @@ from charrnn.generation.sample import format_samples, generate
 from charrnn.sampling_rules import sampling_options
 from charrnn.tracking.runs import PipelineRun
 from charrnn.training import checkpoint
-from charrnn.training.device import generation_precision, pick_device
+from charrnn.training.device import generation_precision, pick_device, use_threads
 
 OUT_DIR = Path("samples")
 BEST = Path("models/best.pt")
@@ -20,6 +20,7 @@ SAMPLES_TABLE = "samples.json"  # an MLflow table: the UI shows the texts and co
 @exit_on_error
 def main():
     p = params.load()
+    use_threads(p["threads"])
     seeds = range(p["sample.seed"], p["sample.seed"] + p["sample.num_samples"])
     device = pick_device(p["device"])
     options = dict(sampling_options(p), seeds=seeds, device=device)

@@ -16,7 +16,7 @@ from charrnn.sampling_rules import check_sampling, sampling_options
 from charrnn.tracking.live import TrainingTracker
 from charrnn.tracking.runs import RUN_FILE
 from charrnn.training import distributed
-from charrnn.training.device import generation_precision, pick_device
+from charrnn.training.device import generation_precision, pick_device, use_threads
 from charrnn.training.loop import train
 
 VOCAB = "data/prepared/vocab.json"
@@ -25,6 +25,7 @@ VOCAB = "data/prepared/vocab.json"
 @exit_on_error
 def main():
     p = params.load()
+    use_threads(p["threads"])
     vocab = Vocab.load(VOCAB)
     try:  # the sample stage runs after hours of training: a bad sample option must fail now, not then
         check_sampling(vocab, **sampling_options(p))

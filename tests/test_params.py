@@ -43,12 +43,19 @@ def test_defaults_are_valid_and_match_params_yaml():
         ("batch_size", None, "batch_size must be an integer >= 1 (got None)"),
         ("resume", "yes", "resume must be true or false"),
         ("sample.precision", "fp16", "sample.precision must be one of auto, fp32, bf16, int8 (got 'fp16')"),
+        ("threads", 0, "threads must be auto or an integer >= 1 (CPU threads per process) (got 0)"),
+        ("threads", "many", "threads must be auto or an integer >= 1"),
+        ("threads", 1.5, "threads must be auto or an integer >= 1"),
     ],
 )
 def test_bad_values_are_named(name, value, fragment):
     with pytest.raises(CharRNNError) as err:
         check(**{name: value})
     assert fragment in str(err.value)
+
+
+def test_threads_are_auto_or_a_count():
+    assert check(threads="auto")["threads"] == "auto" and check(threads=3)["threads"] == 3
 
 
 def test_null_top_k_means_off():

@@ -214,6 +214,7 @@ def test_cli_precision_flag(trained):
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("the") and len(result.stdout) == 3 + 300 + 1
     assert charrnn(*args, "--precision", "int8").stdout == runs["int8"].stdout
+    assert charrnn(*args, "--precision", "int8", "--threads", "1").stdout == runs["int8"].stdout
     assert runs["int8"].stdout != runs["fp32"].stdout  # another precision writes other text
     assert_clean_error(charrnn(*args, "--precision", "fp16"), "charrnn sample: argument --precision: invalid choice: 'fp16'")
 
@@ -222,6 +223,7 @@ def test_cli_precision_flag(trained):
 @pytest.mark.parametrize("option, value, rule", [
     ("--seed", "-1", "an integer from 0 to 4294967295"), ("--temperature", "nan", "a number >= 0"),
     ("--length", "1.5", "an integer >= 0"), ("--top-k", "0", "an integer from 1"),
+    ("--threads", "0", "auto or an integer >= 1"), ("--threads", "two", "auto or an integer >= 1"),
 ])
 def test_cli_sampling_options_follow_the_params_rules(command, option, value, rule):
     """The flags refuse what params.yaml's `sample.*` refuses, with its rule, before any model is read."""

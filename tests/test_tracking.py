@@ -1,6 +1,7 @@
 """MLflow for real: the local sqlite store, a real `mlflow server`, the registry and a served model."""
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -66,6 +67,10 @@ def test_queued_experiments_ran_two_at_a_time_into_the_one_store(built, monkeypa
     assert sorted(built.runs) == ["16", "32", "8"] and all(run.info.status == "FINISHED" for run in runs)
     assert {built.runs[size].data.tags["dvc_exp_name"] for size in ("16", "32")} == {"narrow", "wider"}
     assert all(run.info.run_name == run.data.tags.get("dvc_exp_name", run.info.run_name) for run in runs)
+    # threads: auto shares the CPUs among the queue's two workers; the first run, alone, took them all
+    omp, cpus = built.env.get("OMP_NUM_THREADS"), len(os.sched_getaffinity(0))
+    expected = [int(omp)] * 3 if omp else [cpus, max(1, cpus // 2), max(1, cpus // 2)]
+    assert [built.runs[size].data.metrics["threads"] for size in ("8", "16", "32")] == expected
     best = min(runs, key=lambda run: run.data.metrics["val_loss"])
     assert built.client.get_model_version_by_alias("charrnn-hamlet", CHAMPION).tags["run_id"] == best.info.run_id
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{built.root}/mlruns/mlflow.db")

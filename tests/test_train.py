@@ -1,6 +1,10 @@
+import hashlib
 import math
+import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -275,6 +279,36 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_kernels(monkeypatch,
     else:
         with pytest.raises(CharRNNError, match="precision is bf16, but this CPU has no bf16 kernels.*auto or fp32"):
             resolve_precision("cpu", "bf16")
+
+
+def test_auto_threads_share_the_cpus_among_the_projects_queue_workers(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    cpus = len(os.sched_getaffinity(0))
+    queue = os.path.join(tmp_path, ".dvc", "tmp", "exps", "celery")
+    node = f"dvc-exp-{hashlib.sha256(queue.encode()).hexdigest()[:6]}"
+    # processes named as `dvc queue start -j 2` names its workers (another project's worker beside them)
+    workers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "exp", "queue-worker",
+                                 f"{name}-{n}@localhost"]) for name, n in ((node, 1), (node, 2), ("dvc-exp-000000", 1))]
+    try:
+        assert device_module.queue_workers(tmp_path) == 2
+        assert device_module.auto_threads() == max(1, cpus // 3)  # a plain dvc repro beside the two
+        queued_run = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"  # where DVC runs a queued experiment
+        queued_run.mkdir(parents=True)
+        monkeypatch.chdir(queued_run)
+        assert device_module.auto_threads() == max(1, cpus // 2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert device_module.use_threads("auto") == 3 == torch.get_num_threads()
+    finally:
+        for worker in workers:
+            worker.kill()
+            worker.wait()
+        torch.set_num_threads(cpus)
+    assert device_module.queue_workers(tmp_path) == 0
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert device_module.auto_threads() == cpus and device_module.use_threads(1) == 1 == torch.get_num_threads()
+    torch.set_num_threads(cpus)
 
 
 def test_bad_checkpoints_are_clear_errors(tmp_path):

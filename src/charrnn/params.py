@@ -22,6 +22,7 @@ class Param:
     rule: str  # the allowed values in words, for error messages
     ok: Callable[[Any], bool] = lambda value: True
     nullable: bool = False  # null (None) is allowed and means "off"
+    auto: bool = False  # the text 'auto' is allowed besides values of `kind`
 
 
 CELL_TYPES = ("lstm", "gru", "rnn")
@@ -76,6 +77,7 @@ SCHEMA = {
     "device": _one_of("auto", "cpu", "cuda"),
     "processes": Param(1, int, "an integer >= 1 (data-parallel processes, e.g. one per GPU)", _at_least(1)),
     "precision": _one_of("auto", "bf16", "fp32"),
+    "threads": Param("auto", int, "auto or an integer >= 1 (CPU threads per process)", _at_least(1), auto=True),
     # sample stage
     "sample.prime": Param("Far", str, "a non-empty text", lambda value: value != ""),
     "sample.length": Param(2000, int, "an integer >= 0", _at_least(0)),
@@ -148,6 +150,8 @@ def check_value(name, value, source="params"):
     param = SCHEMA[name]
     if value is None and param.nullable:
         return None
+    if value == "auto" and param.auto:
+        return value
     converted = _convert(value, param.kind)
     if converted is None or not param.ok(converted):
         raise CharRNNError(f"{source}: {name} must be {param.rule} (got {value!r})")

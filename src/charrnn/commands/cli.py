@@ -11,7 +11,7 @@ from charrnn.generation.sample import format_samples, generate
 from charrnn.params import GENERATION_PRECISIONS, SCHEMA
 from charrnn.sampling_rules import usable_prime
 from charrnn.training import checkpoint
-from charrnn.training.device import pick_device
+from charrnn.training.device import pick_device, use_threads
 
 # charrnn.tracking imports MLflow (seconds); the commands that need it import it when they run.
 
@@ -21,6 +21,7 @@ def _fetch(args):
 
 
 def _sample(args):
+    use_threads(args.threads)
     if args.model:
         from charrnn.tracking.registry import download_checkpoint
 
@@ -49,6 +50,7 @@ def _sample(args):
 def _compare(args):
     from charrnn.commands.compare import compare
 
+    use_threads(args.threads)
     print(compare(args.model_a, args.model_b, args.prime, args.length, args.seed, args.temperature, args.top_k,
                   args.precision))
 
@@ -124,6 +126,18 @@ def _precision_argument(parser):
                         "weights on a CPU, else fp32; another precision writes other text (default: %(default)s)")
 
 
+def _threads_argument(parser):
+    def threads(text):
+        try:
+            return params.check_value("threads", text if text == "auto" else int(text), "--threads")
+        except (ValueError, CharRNNError):
+            raise CharRNNError(f"--threads must be {SCHEMA['threads'].rule} (got {text!r})") from None
+
+    parser.add_argument("--threads", type=threads, default="auto",
+                        help="CPU threads: auto is OMP_NUM_THREADS where set, else the CPUs shared among this "
+                        "project's DVC queue jobs (default: %(default)s)")
+
+
 class Parser(argparse.ArgumentParser):
     """argparse's parser, whose refusals are one `error:` line and exit 1, as every other (argparse
     prints its usage and exits 2); `--help` shows the usage."""
@@ -159,6 +173,7 @@ def build_parser():
     sample.add_argument("--drop-unknown", action="store_true", help="drop prime characters outside the vocabulary")
     sample.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _precision_argument(sample)
+    _threads_argument(sample)
     sample.set_defaults(run=_sample)
 
     side = commands.add_parser(
@@ -172,6 +187,7 @@ def build_parser():
     side.add_argument("model_b", metavar="MODEL_B")
     _sampling_arguments(side, "prime", "length", "seed", "temperature", "top_k", length=300)
     _precision_argument(side)
+    _threads_argument(side)
     side.set_defaults(run=_compare)
 
     promote = commands.add_parser(

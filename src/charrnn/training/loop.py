@@ -65,7 +65,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
     state.tracking_run_id = tracker.start(state.tracking_run_id)
     saver.open_folder(fresh=state.step == 0)
     progress.say(f"model: {shape(p)}, {model.num_params():,} parameters for {len(train_ids) * ranks:,} training "
-                 f"characters; {total_steps:,} steps on {device} ({precision}"
+                 f"characters; {total_steps:,} steps on {device} ({precision}, {threads_phrase()}"
                  f"{f', {ranks} processes' if ranks > 1 else ''})")
 
     # The loop: one optimizer step per window; the carried state restarts with each epoch. Every
@@ -149,7 +149,13 @@ def summary(state, model, device, precision):
         best_step=state.best_step, steps=state.step,
         chars_per_sec=round(state.chars_trained / max(state.train_seconds, 1e-9), 1),
         num_params=model.num_params(), device=torch.device(device).type, precision=precision,
+        threads=torch.get_num_threads(),  # fp32 results may differ in their last digits with another count
     )
+
+
+def threads_phrase():
+    count = torch.get_num_threads()
+    return f"{count} CPU thread{'s' if count > 1 else ''}"
 
 
 def train_step(model, optimizer, x, y, hidden, lr, grad_clip, autocast=nullcontext()):
