@@ -1,6 +1,6 @@
 """DVC's queue on this machine: two queued experiments run one at a time and two at a time.
 
-    python bench/queue.py [--set lstm_size=256 epochs=1]
+    python bench/dvc_queue.py [--set lstm_size=256 epochs=1]
 
 Works in a scratch clone of this repository's HEAD (nothing here is touched): builds the data stages
 once, then for each way of running queues two experiments (the --set values, each its own seed),
@@ -84,7 +84,7 @@ def main():
         print(f"two queued experiments ({' '.join(args.set)}, each its own seed), whole pipeline each:")
         for label, seconds, names in results:
             each = ", ".join(f"{runs[name].data.metrics['chars_per_sec']:,.0f} chars/s on "
-                             f"{runs[name].data.metrics['threads']:.0f} threads" for name in names)
+                             f"{runs[name].data.metrics['threads']:.0f} thread(s)" for name in names)
             print(f"  {label:<31} {seconds:6.1f} s   (training: {each})")
 
 
