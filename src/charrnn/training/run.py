@@ -154,8 +154,9 @@ def fingerprint_changes(saved, current):
 
 
 def resume(saver, device, say):
-    """(RunState, carried RNN state) of the unfinished run in last.pt, restored into the model and
-    optimizer, if it was made by the same params, data and code; else (None, None) and one line why.
+    """(RunState, carried RNN state) of the run in last.pt, restored into the model and optimizer, if it
+    was made by the same params, data and code; else (None, None) and one line why. A finished run is
+    the result itself: the stage completes from it (whatever failed after its loop) without training.
 
     Rank 0 decides, from its own folder, and hands the checkpoint to every rank: on several nodes each
     node has a folder of its own, and only rank 0's holds the run's checkpoints."""
@@ -166,13 +167,16 @@ def resume(saver, device, say):
     saver.optimizer.load_state_dict(last["optimizer_state"])
     hidden = restore_rank_state(last["rank_states"][distributed.rank()], device)
     state = RunState(**last["run"])
-    say(f"resuming from {saver.last} at step {state.step}")
+    if state.finished:
+        say(f"{saver.last} holds the finished run of these params, data and code: completing it, nothing to train")
+    else:
+        say(f"resuming from {saver.last} at step {state.step}")
     return state, hidden
 
 
 def _resumable(saver, say):
-    """The contents of last.pt if it holds an unfinished run of the same params, data and code (and
-    best.pt is its run's); else None, and one line why."""
+    """The contents of last.pt if it holds a run of the same params, data and code (and best.pt is its
+    run's); else None, and one line why."""
     last = saver.read(saver.last)
     if last is None:
         return None
@@ -181,13 +185,11 @@ def _resumable(saver, say):
         say(f"not resuming from {saver.last}: written by another version of charrnn; training afresh")
         return None
     state = RunState(**saved_run)
-    if state.finished:
-        say(f"{saver.last} holds a finished run: training afresh")
-        return None
     changed = fingerprint_changes(last["fingerprint"], saver.fingerprint)
     if changed:
-        say(f"not resuming the unfinished run in {saver.last} (step {state.step} of {state.total_steps}): "
-            f"changed since: {changed}; training afresh")
+        what = "finished run" if state.finished else "unfinished run"
+        at = "" if state.finished else f" (step {state.step} of {state.total_steps})"
+        say(f"not resuming the {what} in {saver.last}{at}: changed since: {changed}; training afresh")
         return None
     best = saver.read(saver.best)
     if state.best_step and not (best and best.get("run_id") == state.run_id and best["step"] >= state.best_step):
