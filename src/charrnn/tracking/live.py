@@ -2,8 +2,11 @@
 it on resume), logs each validation's losses as they come and MLflow's system metrics while it trains.
 """
 
+import hashlib
 import logging
 import os
+import socket
+from pathlib import Path
 
 from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
@@ -20,6 +23,13 @@ SYSTEM_METRICS_INTERVAL = 10  # seconds between samples of CPU, memory (and GPU)
 # section before its "Model metrics", so a run's charts lead with them; the single figures (the evaluate
 # stage's val_loss and test_loss, num_params, ...) are logged at step 0 and drawn as bars after them.
 CURVES = {"train_loss": "loss/train", "val_loss": "loss/val", "val_bpc": "loss/val_bpc"}
+FOLDER_TAG = "training_folder"  # which working copy trained the run, as training_folder() names it
+
+
+def training_folder():
+    """This machine and working copy (the stage's folder), as a digest: the folder's path stays on
+    the machine, also when the runs go to a team's server."""
+    return hashlib.sha256(f"{socket.gethostname()}:{Path.cwd().resolve()}".encode()).hexdigest()[:16]
 
 
 class TrainingTracker:
@@ -56,6 +66,8 @@ class TrainingTracker:
                       "starting a new run")
             else:
                 self.run = PipelineRun.reopen(resumed_run_id)
+                client.update_run(self.run.id, status="RUNNING")
+                self._end_abandoned_runs(client)
                 self._monitor_system(resumed=True)
                 return self.run.id
         exp_name = experiment_name(self.p, self.vocab.corpus)
@@ -72,15 +84,27 @@ class TrainingTracker:
         dvc_exp = os.environ.get("DVC_EXP_NAME", "")
         name = dvc_exp or label(self.vocab.corpus, self.p)
         tags = {**source_tags(), "corpus": self.vocab.corpus, "corpus_sha256": self.vocab.sha256,
-                "device": self.p["device"], **comparability(self.p, self.vocab)}
+                "device": self.p["device"], **comparability(self.p, self.vocab), FOLDER_TAG: training_folder()}
         if dvc_exp:
             tags["dvc_exp_name"] = dvc_exp
         run = client.create_run(experiment_id, run_name=name, tags=tags)
         self.run = PipelineRun(client, run.info.run_id)
         client.log_batch(self.run.id, params=[Param(key, str(value)[:6000]) for key, value in self.p.items()])
         self.run.log_datasets(split_datasets(self.p, self.vocab))
+        self._end_abandoned_runs(client)
         self._monitor_system(resumed=False)
         return self.run.id
+
+    def _end_abandoned_runs(self, client):
+        """End as KILLED the runs still RUNNING that an earlier training in this folder left (kill -9, a
+        power cut) and that this one does not continue: one training at a time runs in a folder (DVC
+        locks the repository; each queued experiment has a folder of its own), so none will go on."""
+        experiments = [experiment.experiment_id for experiment in client.search_experiments()]
+        for run in client.search_runs(experiments, f"tags.{FOLDER_TAG} = '{training_folder()}' "
+                                                   "and attributes.status = 'RUNNING'"):
+            if run.info.run_id != self.run.id:
+                client.set_terminated(run.info.run_id, "KILLED")
+                print(f"MLflow run {run.info.run_id} of an earlier training here, never ended, is marked KILLED")
 
     def _monitor_system(self, resumed):
         """MLflow's own sampling of CPU, memory, disk, network (and GPU, with nvidia-ml-py) into the run's

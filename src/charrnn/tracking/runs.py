@@ -87,7 +87,9 @@ def run_record(key, path=RUN_FILE):
 
 class PipelineRun:
     """One stage's hold on the pipeline's MLflow run: a context manager that closes it FINISHED, or
-    FAILED on an error, or KILLED on an interrupt, so no run is left 'running'."""
+    FAILED on an error, or KILLED on an interrupt. The stages after training add to the run without
+    marking it RUNNING, so one killed (kill -9), whose rerun DVC may restore from its run cache
+    instead of running, leaves the run as it was rather than 'running' for good."""
 
     def __init__(self, client, run_id):
         self.client, self.id = client, run_id
@@ -100,7 +102,7 @@ class PipelineRun:
             run_id = run_record("run_id")
         client = connect()
         try:
-            client.update_run(run_id, status="RUNNING")
+            client.get_run(run_id)
         except MlflowException as err:
             raise CharRNNError(f"MLflow run {run_id} not found in {redacted(tracking_uri())} ({err.message[:120]})") from None
         return cls(client, run_id)
