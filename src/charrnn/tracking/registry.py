@@ -28,18 +28,26 @@ def register(run, model_id, corpus_name, evaluation, key):
     charrnn-<corpus>, tagged with its val loss, comparability `key` and history: val/test bits per
     character (of `evaluation`, the evaluate stage's metrics), the params the run trained with that differ
     from the defaults, the git commit and the DVC experiment; the same in a short description. Returns
-    the version."""
+    the version. A logged model registered before (by a register that was killed) keeps its version."""
     name = model_name(corpus_name)
     if not usable(evaluation["val_loss"]):
         raise CharRNNError(f"best.pt scores val loss {evaluation['val_loss']}: its weights are not a usable model, "
-                           f"so it is not registered as a version of {name}; retrain it (`dvc repro -f train`)")
+                           f"so it is not registered as a version of {name}; retrain it (delete models/last.pt, then `dvc repro`)")
     run_data = run.client.get_run(run.id).data
     bits = {metric: f"{evaluation[metric]:.4f}" for metric in ("val_bpc", "test_bpc") if metric in evaluation}
     params = ", ".join(f"{param}={value}" for param, value in changed(run_data.params).items()) or "defaults"
     origin = {"git_commit": run_data.tags.get(MLFLOW_GIT_COMMIT), "dvc_exp_name": run_data.tags.get("dvc_exp_name")}
     history = {**bits, "params": params, **{tag: value for tag, value in origin.items() if value}}
     tags = {"val_loss": repr(float(evaluation["val_loss"])), **key, "run_id": run.id, **history}
-    version = str(mlflow.register_model(f"models:/{model_id}", name, tags=tags).version)
+    # a register killed after creating the version (kill -9) is rerun with the same logged model: that
+    # version is completed, not doubled
+    earlier = [v for v in run.client.search_model_versions(f"name='{name}'") if v.source == f"models:/{model_id}"]
+    if earlier:
+        version = str(min(int(v.version) for v in earlier))
+        for tag, value in tags.items():
+            run.client.set_model_version_tag(name, version, tag, value)
+    else:
+        version = str(mlflow.register_model(f"models:/{model_id}", name, tags=tags).version)
     logged = run.client.get_logged_model(model_id)
     scores = "; ".join(f"{metric.split('_')[0]} {value} bpc" for metric, value in bits.items())
     commit = f" Commit {history['git_commit'][:12]}." if "git_commit" in history else ""
