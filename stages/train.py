@@ -28,7 +28,7 @@ def main():
     use_threads(p["threads"])
     vocab = Vocab.load(VOCAB)
     try:  # the sample stage runs after hours of training: a bad sample option must fail now, not then
-        check_sampling(vocab, **sampling_options(p))
+        check_sampling(vocab, **sampling_options(p), num_samples=p["sample.num_samples"])
         generation_precision(p["sample.precision"], pick_device(p["device"]), p["cell"])
     except CharRNNError as err:
         raise CharRNNError(f"params.yaml sample section: {err}") from None

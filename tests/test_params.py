@@ -84,6 +84,19 @@ def test_missing_and_unknown_keys(tmp_path):
         check(num_step=3)
 
 
+def test_aliases_and_huge_files_are_refused_before_they_expand(tmp_path):
+    laughs = tmp_path / "laughs.yaml"  # "billion laughs": 9 levels of 9 aliases, 9**9 strings once expanded
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 10)]
+    laughs.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CharRNNError, match="not valid YAML \\(an alias \\(\\*\\) at line 2: anchors and aliases"):
+        params.load(laughs)
+    huge = tmp_path / "huge.yaml"
+    huge.write_text("# " + "x" * 2_000_000 + "\n")
+    with pytest.raises(CharRNNError, match="2,000,003 bytes; a params file is a few KB"):
+        params.load(huge)
+
+
 def test_load_reports_file_problems(tmp_path):
     with pytest.raises(CharRNNError, match="file not found"):
         params.load(tmp_path / "params.yaml")

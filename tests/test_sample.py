@@ -18,6 +18,7 @@ from charrnn.generation.steppers import MAX_COST, make_stepper
 from charrnn.training.device import generation_precision as resolve
 from charrnn.training.loop import train
 from charrnn.data.vocab import Vocab
+from charrnn.sampling_rules import check_sampling
 from conftest import assert_clean_error, charrnn, tiny_corpus, tiny_params
 
 
@@ -204,6 +205,19 @@ def test_auto_and_the_precisions_a_device_or_cell_cannot_run():
         resolve("int8", "cuda")
     with pytest.raises(CharRNNError, match="precision must be one of auto, fp32, bf16, int8"):
         resolve("fp16", "cpu")
+
+
+def test_what_one_generation_may_hold_is_bounded_before_it_is_allocated(trained):
+    folder = trained[2]
+    args = ["sample", "--checkpoint", str(folder / "best.pt")]
+    assert_clean_error(charrnn(*args, "--length", "1000000000"),
+                       "length x num_samples must be at most 10,000,000 characters (got 1,000,000,000 x 1)")
+    assert_clean_error(charrnn(*args, "--num-samples", "100000000"),
+                       "length x num_samples must be at most 10,000,000 characters (got 2,000 x 100,000,000)")
+    assert_clean_error(charrnn(*args, "--prime", "the " * 30_000),
+                       "the prime's length x num_samples must be at most 100,000 characters (got 120,000 x 1)")
+    model, vocab, *_ = trained
+    assert check_sampling(vocab, "the", 1_000_000, num_samples=10) == "the"  # at the bound: fine
 
 
 def test_cli_precision_flag(trained):

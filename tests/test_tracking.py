@@ -301,6 +301,29 @@ def test_a_diverged_training_marks_its_run_failed(tmp_path, monkeypatch):
     assert run.info.status == "FAILED"
 
 
+def test_a_run_left_running_by_a_killed_stage_never_stays_running(tmp_path, monkeypatch):
+    """kill -9 runs no cleanup: a training killed leaves its run RUNNING until the next training in
+    the same folder ends it (KILLED); a later stage never marks the run RUNNING, so one killed (which
+    DVC may then restore from its run cache rather than rerun) leaves the run as training ended it."""
+    from charrnn.tracking.live import TrainingTracker
+    from conftest import tiny_corpus, tiny_params
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    _, _, vocab = tiny_corpus()
+    started = {}
+    for folder in ("work", "other", "work"):  # a killed training here, a running one elsewhere, a new one here
+        (tmp_path / folder).mkdir(exist_ok=True)
+        monkeypatch.chdir(tmp_path / folder)
+        tracker = TrainingTracker(tiny_params(seed=len(started)), vocab)
+        started[len(started)] = tracker.start(None)
+        tracker.training_done()
+    tracker.run.__exit__(None, None, None)  # the new one finishes
+    assert [client.get_run(started[n]).info.status for n in range(3)] == ["KILLED", "RUNNING", "FINISHED"]
+    PipelineRun.reopen(started[2]).log_metrics({"val_loss": 1.5})  # and the evaluate stage is killed
+    assert client.get_run(started[2]).info.status == "FINISHED"
+
+
 def test_a_corpus_name_that_mlflow_refuses_in_model_names_is_logged_and_registered(tmp_path, monkeypatch):
     """An own corpus file such as books/my.book.txt: MLflow refuses '.' (and / : % quotes) in a logged
     model's name, so the names carry '-' there; training, logging and registering all complete."""
@@ -328,3 +351,9 @@ def test_a_corpus_name_that_mlflow_refuses_in_model_names_is_logged_and_register
     names = sorted(client.get_logged_model(model_id).name for model_id in logged["models"].values())
     assert names == ["my-book-1x32-lstm-step20", "my-book-1x32-lstm-step39-best"]
     assert model_name("my.book") == "charrnn-my-book" and version == "1"
+    # the register stage rerun after a kill -9 that came after the version was made: the same version
+    client.delete_model_version_tag("charrnn-my-book", "1", "val_loss")  # killed before its last tags
+    with PipelineRun.reopen(tracker.run.id) as run:
+        assert register(run, logged["best_model_id"], vocab.corpus, evaluation, comparability(p, vocab)) == "1"
+    versions = client.search_model_versions("name='charrnn-my-book'")
+    assert len(versions) == 1 and versions[0].tags["val_loss"] == repr(evaluation["val_loss"])

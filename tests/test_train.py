@@ -1,6 +1,8 @@
 import hashlib
 import math
 import os
+import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -183,18 +185,23 @@ def test_changed_params_or_code_start_afresh_and_say_why(tmp_path, monkeypatch, 
     assert history[0]["step"] == 10 and metrics["steps"] == 39
 
 
-def test_a_finished_run_is_never_resumed(tmp_path, capsys):
+def test_a_finished_run_is_completed_from_last_pt_not_trained_again(tmp_path, monkeypatch, capsys):
+    """Whatever failed after the loop (the disk, the tracking server), a rerun with the same params,
+    data and code completes from the finished run in last.pt: its metrics and history, its best.pt."""
     train_ids, val_ids, vocab = tiny_corpus()
     p = tiny_params(epochs=1)
     first, first_history = train(p, train_ids, val_ids, vocab, tmp_path)
-    run_id = checkpoint.load(tmp_path / "best.pt")["run_id"]
+    best = (tmp_path / "best.pt").read_bytes()
     capsys.readouterr()
-    again, again_history = train(p, train_ids, val_ids, vocab, tmp_path)  # as `dvc repro -f` would
-    assert f"{tmp_path / 'last.pt'} holds a finished run: training afresh" in capsys.readouterr().out
-    assert len(again_history) == len(first_history) == 4  # every validation again, from step 0
-    assert checkpoint.load(tmp_path / "best.pt")["run_id"] != run_id
-    assert again_history == first_history and again.pop("chars_per_sec") and first.pop("chars_per_sec")
-    assert again == first  # the same code, params and data give the same result
+    monkeypatch.setattr(train_module, "train_step", lambda *args: pytest.fail("trained again"))
+    again, again_history = train(p, train_ids, val_ids, vocab, tmp_path)
+    assert (f"{tmp_path / 'last.pt'} holds the finished run of these params, data and code: completing it, "
+            "nothing to train") in capsys.readouterr().out
+    assert (again, again_history) == (first, first_history) and (tmp_path / "best.pt").read_bytes() == best
+    monkeypatch.undo()
+    # other params: a new run, from step 0
+    again, _ = train(tiny_params(epochs=1, seed=7), train_ids, val_ids, vocab, tmp_path)
+    assert "not resuming the finished run in" in capsys.readouterr().out and again["best_val_loss"] != first["best_val_loss"]
 
 
 def test_chars_per_sec_counts_the_time_before_an_interrupt(tmp_path, monkeypatch):
@@ -323,6 +330,44 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     torch.save({"format": checkpoint.FORMAT, "code": Killed()}, tmp_path / "pickled.pt")
     with pytest.raises(CharRNNError, match="holds pickled Python objects \\(test_train.Killed\\), which are never loaded"):
         checkpoint.load(tmp_path / "pickled.pt")  # weights_only refuses to unpickle objects
+
+
+def test_a_checkpoint_claiming_another_model_is_refused_before_it_is_built(tmp_path):
+    """A small file whose config claims a huge model (or whose config, vocab or weights are not what
+    they should be) is one error, found before anything of the model's size is allocated."""
+    train_ids, val_ids, vocab = tiny_corpus()
+    train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
+    good = checkpoint.load(tmp_path / "best.pt")
+    cases = {
+        "huge": ({**good, "model_config": {**good["model_config"], "lstm_size": 12_000}}, "weights do not fit the model config"),
+        "config_list": ({**good, "model_config": [1, 2]}, "its vocab, model_config or model_state is missing or malformed"),
+        "no_config": ({key: value for key, value in good.items() if key != "model_config"}, "missing or malformed"),
+        "vocab_text": ({**good, "vocab": "abc"}, "missing or malformed"),
+        "weights_list": ({**good, "model_state": [1]}, "missing or malformed"),
+        "config_text": ({**good, "model_config": {**good["model_config"], "lstm_size": "big"}}, "weights do not fit"),
+    }
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name, (payload, message) in cases.items():
+        torch.save(payload, tmp_path / f"{name}.pt")
+        with pytest.raises(CharRNNError, match=re.escape(message)):
+            checkpoint.load_model(tmp_path / f"{name}.pt")
+    # a 1x12000 LSTM would take 2.3 GB: the peak of this process grew by far less
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 500_000  # KiB
+
+
+def test_a_checkpoint_write_on_a_full_disk_is_one_error_and_keeps_the_earlier_file(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("a small tmpfs is needed for a real full disk, and only root may mount one here")
+    try:
+        checkpoint.save(disk / "best.pt", {"format": checkpoint.FORMAT, "weights": torch.zeros(1000)})
+        with pytest.raises(CharRNNError, match="^no space left on the device writing .*best.pt: free some"):
+            checkpoint.save(disk / "best.pt", {"format": checkpoint.FORMAT, "weights": torch.zeros(100_000)})
+        assert checkpoint.load(disk / "best.pt")["weights"].shape == (1000,)
+        assert [path.name for path in disk.iterdir()] == ["best.pt"]  # no temp file left
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
 
 
 @pytest.mark.parametrize("broken", ["best.pt", "last.pt"])

@@ -1,5 +1,6 @@
 """One error type for every problem a user can fix, and one way to report it."""
 
+import errno
 import functools
 import signal
 import sys
@@ -25,11 +26,23 @@ def exit_on_error(main):
         except CharRNNError as err:
             print(f"error: {err}", file=sys.stderr)
             sys.exit(1)
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            print(f"error: {disk_full(err.filename)}", file=sys.stderr)
+            sys.exit(1)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
 
     return wrapper
+
+
+def disk_full(path=None):
+    """The one line for a write that found no space (every output is written atomically, so the
+    files written before stay whole)."""
+    where = f" writing {path}" if path else ""
+    return f"no space left on the device{where}: free some and run again (the outputs written before are intact)"
 
 
 def _interrupt(signum, frame):

@@ -111,13 +111,29 @@ def load(path="params.yaml"):
     path = Path(path)
     if not path.is_file():
         raise CharRNNError(f"{path}: file not found (run from the project root, where params.yaml is)")
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise CharRNNError(f"{path}: {path.stat().st_size:,} bytes; a params file is a few KB (at most {MAX_FILE_BYTES:,})")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise CharRNNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise CharRNNError(f"{path}: expected a mapping of param names to values")
     return validate(_flatten(raw), source=str(path))
+
+
+MAX_FILE_BYTES = 1_000_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """safe_load's loader without aliases: a few lines of nested aliases expand to gigabytes ("billion
+    laughs"), and params never need them."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"an alias (*) at line {mark.line + 1}: anchors and aliases are not allowed here")
+        return super().compose_node(parent, index)
 
 
 def validate(raw, source="params"):

@@ -9,12 +9,27 @@ from charrnn.errors import CharRNNError
 from charrnn.params import GENERATION_PRECISIONS
 
 
-def check_sampling(vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0, drop_unknown=False):
+# What one generation may hold: its text (about 16 bytes a generated character: the ids and the random
+# numbers of every step) and the prime's one pass (its logits and activations, ~1 KB a character for
+# a 2x512 model), so that a typing slip in a length or a count is an error rather than gigabytes.
+MAX_CHARACTERS = 10_000_000  # length x num_samples
+MAX_PRIME_CHARACTERS = 100_000  # len(prime) x num_samples
+
+
+def check_sampling(vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0, drop_unknown=False, num_samples=1):
     """One clear error for each bad sampling option; returns the prime as generation uses it."""
     if not prime:
         raise CharRNNError("the prime text is empty: give at least one character to start from")
     if length < 0:
         raise CharRNNError(f"length must be >= 0 (got {length})")
+    if num_samples < 1:
+        raise CharRNNError(f"num_samples must be >= 1 (got {num_samples})")
+    if length * num_samples > MAX_CHARACTERS:
+        raise CharRNNError(f"length x num_samples must be at most {MAX_CHARACTERS:,} characters "
+                           f"(got {length:,} x {num_samples:,})")
+    if len(prime) * num_samples > MAX_PRIME_CHARACTERS:
+        raise CharRNNError(f"the prime's length x num_samples must be at most {MAX_PRIME_CHARACTERS:,} characters "
+                           f"(got {len(prime):,} x {num_samples:,})")
     if temperature < 0:
         raise CharRNNError(f"temperature must be >= 0 (got {temperature}; 0 = greedy)")
     if top_k is not None and not 1 <= top_k <= len(vocab):

@@ -25,9 +25,7 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
     `precision` is the generation steps' (sample.precision's choices; auto as sampling_rules says): the prime is
     read in fp32, the sampling arithmetic is fp32 whatever it is.
     """
-    prime = check_sampling(vocab, prime, length, temperature, top_k, top_p, drop_unknown)
-    if len(seeds) < 1:
-        raise CharRNNError("num_samples must be >= 1")
+    prime = check_sampling(vocab, prime, length, temperature, top_k, top_p, drop_unknown, num_samples=len(seeds))
     precision = generation_precision(precision, device, model.config["cell"])
     prime_ids = torch.as_tensor(vocab.encode(prime), dtype=torch.long, device=device)
     seeds = torch.as_tensor(list(seeds), dtype=torch.int64, device=device)

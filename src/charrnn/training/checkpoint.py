@@ -5,6 +5,7 @@ Every checkpoint holds the model's config, weights and vocabulary, so it alone i
 what a training run adds to it (last.pt's resume state) is the run's business: training/run.py.
 """
 
+import errno
 import pickle
 import zipfile
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from charrnn.atomic import atomic_path
 from charrnn.data.vocab import Vocab
-from charrnn.errors import CharRNNError
+from charrnn.errors import CharRNNError, disk_full
 from charrnn.training.model import CharRNN
 
 FORMAT = "charrnn-checkpoint/1"
@@ -31,9 +32,17 @@ def model_payload(model, vocab, **extra):
 
 
 def save(path, payload):
-    """Write a checkpoint payload atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """Write a checkpoint payload atomically; a failed write leaves the earlier file as it was."""
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+    except (OSError, RuntimeError) as err:
+        # torch's zip writer reports a full disk as "unexpected pos" (a short write), not as an OSError
+        if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "unexpected pos" in str(err):
+            raise CharRNNError(disk_full(path)) from None
+        if isinstance(err, OSError):
+            raise CharRNNError(f"{path} could not be written ({err.strerror or err})") from None
+        raise
 
 
 def load(path):
@@ -66,16 +75,28 @@ def _why_unreadable(err):
 
 
 def load_model(path):
-    """(model in eval mode on the CPU, vocab) from a checkpoint file."""
+    """(model in eval mode on the CPU, vocab) from a checkpoint file. The config is checked against
+    the stored weights on the meta device (nothing allocated) before the model is built: a small file
+    claiming a huge model is refused, not built."""
     payload = load(path)
-    vocab = Vocab(chars=tuple(payload["vocab"]["chars"]), corpus=payload["vocab"]["corpus"],
-                  sha256=payload["vocab"]["sha256"])
-    config = payload["model_config"]
+    try:
+        vocab = Vocab(chars=tuple(payload["vocab"]["chars"]), corpus=payload["vocab"]["corpus"],
+                      sha256=payload["vocab"]["sha256"])
+        config, weights = dict(payload["model_config"]), dict(payload["model_state"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CharRNNError(f"{path}: its vocab, model_config or model_state is missing or malformed "
+                           f"({type(err).__name__}: {str(err)[:120]})") from None
     if config.get("vocab_size") != len(vocab):
         raise CharRNNError(f"{path}: model expects {config.get('vocab_size')} characters, vocabulary has {len(vocab)}")
     try:
+        with torch.device("meta"):
+            expected = {name: tensor.shape for name, tensor in CharRNN(**config).state_dict().items()}
+        stored = {name: getattr(tensor, "shape", None) for name, tensor in weights.items()}
+        if expected != stored:
+            wrong = sorted(name for name in expected.keys() | stored.keys() if expected.get(name) != stored.get(name))
+            raise CharRNNError(f"{path}: weights do not fit the model config {config} (differ: {', '.join(wrong[:4])})")
         model = CharRNN(**config)
-        model.load_state_dict(payload["model_state"])
-    except (TypeError, KeyError, RuntimeError) as err:
+        model.load_state_dict(weights)
+    except (TypeError, KeyError, RuntimeError, ValueError) as err:
         raise CharRNNError(f"{path}: weights do not fit the model config ({str(err).splitlines()[0][:160]})") from None
     return model.eval(), vocab
