@@ -29,6 +29,21 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
 
     assert "Data and pipelines are up to date" in project("repro").stdout
 
+    # a refused param under `dvc repro`: DVC removed the split stage's outputs before running it, and the
+    # one error line says how to get them back
+    good = yaml.safe_load((project.root / "params.yaml").read_text())
+    write_params(project.root, **{**good, "batch_size": 4096})
+    refused = project("repro", check=False)
+    [line] = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr and "batch_size" in line
+    assert line.endswith("[DVC removed the outputs of stage split before running it: `dvc checkout split` restores "
+                         "them from the cache, `git checkout` the ones kept in git]")
+    assert not (project.root / "data/split/train.npy").exists()
+    write_params(project.root, **good)
+    project("checkout", "split")
+    assert (project.root / "data/split/train.npy").exists()
+    assert "Running stage" not in project("repro").stdout  # split.json (not cached) from DVC's run cache
+
     # an edit (even a comment) of generation, serving, the registry, a command or the corpus list reruns
     # the stages that run that code, never train; fetch and prepare give the same outputs again
     client = MlflowClient(f"sqlite:///{project.root}/mlruns/mlflow.db")
@@ -65,7 +80,8 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     rerun = project("repro").stdout
     assert "Stage 'prepare' didn't change, skipping" in rerun
     assert "Running stage 'split'" in rerun and "Running stage 'train'" in rerun
-    assert "not resuming the finished run in models/last.pt: changed since: code training/model.py; params val_frac" in rerun
+    [why] = [line for line in rerun.splitlines() if line.startswith("not resuming the finished run in models/last.pt")]
+    assert "changed since: code training/model.py; data val_chars; params test_frac, val_frac; training afresh" in why, why
     assert "step     50/" in rerun
     assert json.loads((project.root / "data/split/split.json").read_text())["val_chars"] == 162_849 - int(0.9 * 162_849)
     runs = client.search_runs([run.info.experiment_id], order_by=["attributes.start_time ASC"])
@@ -89,7 +105,23 @@ def test_kill_9_during_training_then_repro_resumes_and_completes(project):
     assert killed.returncode != 0 and "step    100/286" in killed.stdout and "step    120/" not in killed.stdout
     assert checkpoint.load(project.root / "models" / "last.pt")["step"] == 100
 
-    rerun = project("repro", "train").stdout
+    # the rerun resumes and trains to the end, then finds the disk of plots/ full (a real one where
+    # root may mount a small tmpfs): one error line; once there is space, the next rerun completes from
+    # the finished run in last.pt without training a step
+    plots = project.root / "plots" / "train"
+    plots.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(plots)], capture_output=True).returncode == 0
+    if mounted:
+        subprocess.run(["dd", "if=/dev/zero", f"of={plots / 'filler'}", "bs=4k"], capture_output=True)
+        full = project("repro", "train", check=False)
+        subprocess.run(["umount", str(plots)], check=True)
+        assert full.returncode != 0 and "Traceback" not in full.stderr, full.stderr
+        assert "error: no space left on the device writing plots/train/loss.csv: free some" in full.stderr
+        rerun = project("repro", "train").stdout
+        assert "completing it, nothing to train" in rerun and "step    286/286" not in rerun
+        rerun = full.stdout  # the resumed training, up to the full disk
+    else:  # the full disk needs root: the resume alone
+        rerun = project("repro", "train").stdout
     assert "resuming from models/last.pt at step 100" in rerun and "step    120/286" in rerun
     # it ends as the uninterrupted run would (the same metrics: test_train.py proves resume exact in-process)
     resumed = json.loads((project.root / "metrics/train.json").read_text())

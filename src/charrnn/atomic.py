@@ -1,12 +1,15 @@
 """Write outputs so that a crash never leaves a half-written file where a good one was."""
 
 import csv
+import errno
 import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+
+from charrnn.errors import CharRNNError, disk_full
 
 
 @contextmanager
@@ -24,6 +27,10 @@ def atomic_path(path):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):  # a short write names no file: name the output
+            raise CharRNNError(disk_full(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

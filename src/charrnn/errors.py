@@ -2,6 +2,7 @@
 
 import errno
 import functools
+import os
 import signal
 import sys
 import threading
@@ -24,18 +25,29 @@ def exit_on_error(main):
         try:
             return main(*args, **kwargs)
         except CharRNNError as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {err}{_under_dvc()}", file=sys.stderr)
             sys.exit(1)
         except OSError as err:
             if err.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            print(f"error: {disk_full(err.filename)}", file=sys.stderr)
+            print(f"error: {disk_full(err.filename)}{_under_dvc()}", file=sys.stderr)
             sys.exit(1)
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             sys.exit(130)
 
     return wrapper
+
+
+def _under_dvc():
+    """What a stage's error adds under `dvc repro`: DVC removes a stage's outputs (all but the
+    `persist` ones) before it runs it, so a failed stage leaves the workspace without its last good
+    outputs until they are checked out again."""
+    stage = os.environ.get("DVC_STAGE")
+    if not stage:
+        return ""
+    return (f" [DVC removed the outputs of stage {stage} before running it: `dvc checkout {stage}` restores "
+            "them from the cache, `git checkout` the ones kept in git]")
 
 
 def disk_full(path=None):

@@ -5,7 +5,6 @@ Every checkpoint holds the model's config, weights and vocabulary, so it alone i
 what a training run adds to it (last.pt's resume state) is the run's business: training/run.py.
 """
 
-import errno
 import pickle
 import zipfile
 from pathlib import Path
@@ -36,12 +35,9 @@ def save(path, payload):
     try:
         with atomic_path(path) as tmp:
             torch.save(payload, tmp)
-    except (OSError, RuntimeError) as err:
-        # torch's zip writer reports a full disk as "unexpected pos" (a short write), not as an OSError
-        if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "unexpected pos" in str(err):
+    except RuntimeError as err:
+        if "unexpected pos" in str(err):  # torch's zip writer reports a full disk so, as a short write
             raise CharRNNError(disk_full(path)) from None
-        if isinstance(err, OSError):
-            raise CharRNNError(f"{path} could not be written ({err.strerror or err})") from None
         raise
 
 
