@@ -1,5 +1,6 @@
 import copy
 import re
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -258,6 +259,54 @@ def test_the_served_model_takes_a_precision(trained):
     assert served.predict(None, rows) == served.predict(None, rows, params={"precision": resolve("auto", "cpu")})
     with pytest.raises(MlflowException, match="precision must be one of"):
         served.predict(None, rows, params={"precision": "fp16"})
+
+
+def test_the_served_model_computes_the_smallest_request_first_refuses_a_crowd_and_stops_past_the_timeout(trained):
+    """turns.py on the real served model, its requests in threads as MLflow's server runs them."""
+    import threading
+
+    from mlflow.exceptions import MlflowException
+
+    from charrnn.serving import turns as turns_module
+    from charrnn.serving.pyfunc import CharRNNModel
+
+    served = CharRNNModel()
+    served.load_context(SimpleNamespace(artifacts={"checkpoint": str(trained[2] / "best.pt")}))
+    served.turns = turns_module.Turns(max_large=1)
+    large = pd.DataFrame({"prime": ["the", "the"], "length": [10_000, 10_000]})
+    done, errors = [], []
+
+    def ask(name, rows):
+        try:
+            served.predict(None, rows)
+            done.append(name)
+        except MlflowException as err:
+            errors.append((name, err))
+
+    first = threading.Thread(target=ask, args=("large", large))
+    first.start()
+    while served.turns._computing is None:  # the large request computes
+        time.sleep(0.001)
+    ask("crowd", large)  # a second large one while the first is in flight: refused at once
+    small = threading.Thread(target=ask, args=("small", pd.DataFrame({"prime": ["the"], "length": [20]})))
+    small.start()
+    small.join()
+    assert first.is_alive() and done == ["small"]  # the small one ended while the large one computes
+    first.join()
+    assert done == ["small", "large"]
+    [(name, busy)] = errors
+    assert name == "crowd" and busy.get_http_status_code() == 429 and "the server is busy" in busy.message
+
+    served.turns = turns_module.Turns(timeout=0.2)  # past the server's timeout (it answered 504): stop
+    started = time.monotonic()
+    with pytest.raises(MlflowException, match="took longer than the server's timeout"):
+        served.predict(None, large)
+    assert time.monotonic() - started < 5
+    assert served.turns._computing is None and served.turns._large == 0  # nothing left held
+    assert served.turns.rate > 100  # characters per second, measured while it computed
+    served.turns.rate = 1_000  # as if the model wrote 1,000 a second: 20,006 take longer than 0.1 s
+    with pytest.raises(MlflowException, match="20,006 characters to write with this request's, more than it writes"):
+        served.predict(None, large)
 
 
 def test_the_served_model_refuses_what_the_cli_refuses_and_bounds_a_request(trained):

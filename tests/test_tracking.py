@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -160,6 +161,34 @@ def test_served_champion_answers_over_http(built):
                                  ({"dataframe_records": [{"length": 5}]}, "prime")]:
             status, body = post_json(f"http://127.0.0.1:{port}/invocations", payload)
             assert status == 400 and message in body.get("message", ""), (payload, status, body)
+        # a 10 MB prime: refused in a short body, no stack trace, no server path
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(
+            {"dataframe_records": [{"prime": "To be " * 1_750_000, "length": 5}]}).encode(), {"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as huge:
+            urllib.request.urlopen(request, timeout=120)
+        body = huge.value.read()
+        assert huge.value.code == 400 and b"over the limit of 10,000 per prime" in body and len(body) < 10_000
+        assert not any(leak in body for leak in (b"Traceback", b"site-packages", str(built.root).encode()))
+
+        # a bounded load (stops by itself): five of the largest requests at once and small ones among them;
+        # every small one is answered, the large ones answered or refused (429) beyond the three in flight
+        large = {"dataframe_records": [{"prime": "To be", "length": 10_000}, {"prime": "To be", "length": 10_000}]}
+        answers = {"large": [], "small": []}
+
+        def ask(kind, payload):
+            answers[kind].append(post_json(f"http://127.0.0.1:{port}/invocations", payload))
+
+        crowd = [threading.Thread(target=ask, args=("large", large)) for _ in range(5)]
+        crowd += [threading.Thread(target=ask, args=("small", {"dataframe_records": [{"prime": "To", "length": 10}]}))
+                  for _ in range(5)]
+        for thread in crowd:
+            thread.start()
+        for thread in crowd:
+            thread.join()
+        assert [status for status, _ in answers["small"]] == [200] * 5
+        assert all(status == 200 and len(body["predictions"][1]) == 10_005 or
+                   status == 429 and "the server is busy" in body["message"] for status, body in answers["large"])
+
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", b"{not json",
                                          {"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as malformed:

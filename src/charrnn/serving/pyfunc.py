@@ -5,17 +5,19 @@ stage logs it with each checkpoint as an artifact (charrnn/tracking/logged_model
 """
 
 import math
+import traceback
 
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_EXHAUSTED
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from charrnn.errors import CharRNNError
 from charrnn.generation.sample import generate
 from charrnn.params import SCHEMA, check_value
+from charrnn.serving.turns import Busy, Turns
 from charrnn.training import checkpoint
 
 # What one request may cost at most (HTTP 400 beyond): rows, characters of a prime, characters to write
@@ -37,17 +39,27 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         self.model, self.vocab = checkpoint.load_model(context.artifacts["checkpoint"])
+        self.turns = Turns()
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> list[str]:
         """Bad input raises MlflowException(INVALID_PARAMETER_VALUE): a served model answers 400 with
-        the message, not 500."""
+        the message, not 500; a large request while MAX_LARGE are in flight, 429 (turns.py). Any other
+        failure is a 500 whose body names no code or path (the traceback goes to the server's log)."""
         precision = str((params or {}).get("precision") or DEFAULT_PRECISION)
         try:
-            requests = checked_rows(model_input)
-            return [generate(self.model, self.vocab, row["prime"], row["length"], temperature=row["temperature"],
-                             top_k=row["top_k"], seeds=[row["seed"]], precision=precision)[0] for row in requests]
+            rows = checked_rows(model_input)
+            with self.turns.request(sum(len(row["prime"]) + row["length"] for row in rows)) as request:
+                return [generate(self.model, self.vocab, row["prime"], row["length"], temperature=row["temperature"],
+                                 top_k=row["top_k"], seeds=[row["seed"]], precision=precision,
+                                 on_step=request.step)[0] for row in rows]
+        except Busy as err:
+            raise MlflowException(str(err), error_code=RESOURCE_EXHAUSTED) from None
         except CharRNNError as err:
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
+        except Exception:
+            traceback.print_exc()
+            raise MlflowException("the model failed to answer this request (the server's log has the details)",
+                                  error_code=INTERNAL_ERROR) from None
 
 
 def checked_rows(model_input):
