@@ -96,6 +96,20 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     assert not plots.get("errors") and plots["data"]["plots/train/loss.csv"], plots
 
 
+def test_a_value_dvc_exp_run_s_wrote_and_a_stage_refused_does_not_stay_in_params_yaml(project):
+    before = (project.root / "params.yaml").read_text()  # as committed: the experiment's baseline
+    refused = project("exp", "run", "-S", "lstm_size=abc", "-S", "sample.length=-3", check=False)
+    [line] = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "lstm_size must be an integer >= 1 (got 'abc')" in line
+    assert "params.yaml has lstm_size, sample.length back as in the experiment's baseline (dvc exp run -S had set it)" in line
+    after = (project.root / "params.yaml").read_text()
+    assert yaml.safe_load(after) == yaml.safe_load(before)  # the values (DVC's rewrite may requote others)
+    for line in ("lstm_size: 512", "  length: 2000"):  # the refused lines as committed, comments and all
+        [kept] = [text for text in before.splitlines() if text.startswith(line)]
+        assert kept in after.splitlines()
+
+
 def test_kill_9_during_training_then_repro_resumes_and_completes(project):
     write_params(project.root, **{**PIPELINE, "epochs": 2, "eval_every": 20, "keep_checkpoints": 0})
     project("repro", "split")
@@ -114,7 +128,7 @@ def test_kill_9_during_training_then_repro_resumes_and_completes(project):
     if mounted:
         subprocess.run(["dd", "if=/dev/zero", f"of={plots / 'filler'}", "bs=4k"], capture_output=True)
         full = project("repro", "train", check=False)
-        subprocess.run(["umount", str(plots)], check=True)
+        subprocess.run(["umount", "--lazy", str(plots)], check=True)
         assert full.returncode != 0 and "Traceback" not in full.stderr, full.stderr
         assert "error: no space left on the device writing plots/train/loss.csv: free some" in full.stderr
         rerun = project("repro", "train").stdout

@@ -193,18 +193,21 @@ def test_two_registers_at_once_leave_champion_on_the_lowest_val_loss(team_server
     other_done = threading.Event()
 
     class LateClient(MlflowClient):
-        """A real client whose first read of the versions is acted on only once the other promote is done."""
-        reads = 0
+        """A real client whose first read of the versions once armed (reads = 0) is acted on only once the
+        other promote is done."""
+        reads = None
 
         def search_model_versions(self, *args, **kwargs):
             found = super().search_model_versions(*args, **kwargs)
-            self.reads += 1
-            if self.reads == 1:
-                other_done.wait(timeout=120)
+            if self.reads is not None:
+                self.reads += 1
+                if self.reads == 1:
+                    other_done.wait(timeout=120)
             return found
 
     (x, x_model), (y, y_model) = best_pt(LateClient(team_server.url)), best_pt(MlflowClient(team_server.url))
     register(x, x_model, "racers", {"val_loss": 1.05, "val_bpc": 1.05, "test_bpc": 1.05}, key)
+    x.client.reads = 0  # armed after register, which reads the versions too: promote's first read is the late one
     late = threading.Thread(target=promote, args=(x.client, name, key))
     late.start()
     register(y, y_model, "racers", {"val_loss": 1.04, "val_bpc": 1.04, "test_bpc": 1.04}, key)

@@ -6,12 +6,16 @@ params.yaml (e.g. `sample: {length: ...}`) appear as dotted keys (`sample.length
 
 import difflib
 import math
+import os
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from charrnn.atomic import atomic_path
 from charrnn.errors import CharRNNError
 
 
@@ -119,7 +123,61 @@ def load(path="params.yaml"):
         raise CharRNNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise CharRNNError(f"{path}: expected a mapping of param names to values")
-    return validate(_flatten(raw), source=str(path))
+    try:
+        return validate(_flatten(raw), source=str(path))
+    except CharRNNError as err:
+        undone = _undo_refused_experiment_values(path, _flatten(raw))
+        raise CharRNNError(f"{err}{undone}") from None
+
+
+def _undo_refused_experiment_values(path, values):
+    """Under `dvc exp run` in the workspace DVC writes the -S values into params.yaml before the stages
+    run, and leaves them there when one fails: put each refused value back as the experiment's baseline
+    commit has it (its line, comment and all), so that a refused value never stays. Returns the words
+    that say so, or ''."""
+    root, baseline = os.environ.get("DVC_ROOT"), os.environ.get("DVC_EXP_BASELINE_REV")
+    if not (root and baseline and os.environ.get("DVC_EXP_NAME")) or path.resolve() != Path(root, "params.yaml").resolve():
+        return ""  # not a workspace experiment (a queued one runs in a copy DVC throws away)
+    shown = subprocess.run(["git", "show", f"{baseline}:params.yaml"], cwd=root, capture_output=True, text=True)
+    if shown.returncode != 0:
+        return ""
+    base_lines, lines = shown.stdout.splitlines(keepends=True), path.read_text(encoding="utf-8").splitlines(keepends=True)
+    base_at, at = _key_lines(base_lines), _key_lines(lines)
+    undone = []
+    for name in SCHEMA:
+        if name in values and name in at and name in base_at and not _valid(name, values[name]):
+            lines[at[name]] = base_lines[base_at[name]]
+            undone.append(name)
+    if not undone:
+        return ""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8")
+    return f"; params.yaml has {', '.join(undone)} back as in the experiment's baseline (dvc exp run -S had set it)"
+
+
+def _valid(name, value):
+    try:
+        check_value(name, value)
+        return True
+    except CharRNNError:
+        return False
+
+
+def _key_lines(lines):
+    """{param name: line index} of the `key: value` lines of a params file (a section's keys as
+    section.key, one level deep as params.yaml nests them)."""
+    found, section = {}, None
+    for index, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z_]\w*)\s*:(.*)$", line.rstrip("\n"))
+        if match is None:
+            continue
+        indent, key, rest = match.groups()
+        if not indent:
+            section = key if rest.split("#")[0].strip() == "" else None
+            found[key] = index
+        elif section:
+            found[f"{section}.{key}"] = index
+    return found
 
 
 MAX_FILE_BYTES = 1_000_000
