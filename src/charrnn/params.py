@@ -138,7 +138,10 @@ def _undo_refused_experiment_values(path, values):
     root, baseline = os.environ.get("DVC_ROOT"), os.environ.get("DVC_EXP_BASELINE_REV")
     if not (root and baseline and os.environ.get("DVC_EXP_NAME")) or path.resolve() != Path(root, "params.yaml").resolve():
         return ""  # not a workspace experiment (a queued one runs in a copy DVC throws away)
-    shown = subprocess.run(["git", "show", f"{baseline}:params.yaml"], cwd=root, capture_output=True, text=True)
+    try:
+        shown = subprocess.run(["git", "show", f"{baseline}:params.yaml"], cwd=root, capture_output=True, text=True)
+    except OSError:  # no git here
+        return ""
     if shown.returncode != 0:
         return ""
     base_lines, lines = shown.stdout.splitlines(keepends=True), path.read_text(encoding="utf-8").splitlines(keepends=True)
