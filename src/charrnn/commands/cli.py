@@ -103,18 +103,19 @@ def _sampling_arguments(parser, *names, **defaults):
     """--prime, --length, ... as the `sample.*` params: their rules and defaults, unless `defaults` says."""
     for name in names:
         param = SCHEMA[f"sample.{name}"]
-        parser.add_argument(f"--{name.replace('_', '-')}", type=_checked_by_schema(name),
+        parser.add_argument(f"--{name.replace('_', '-')}", type=_checked_by_schema(f"sample.{name}", _SAMPLING_TYPES[name]),
                             default=defaults.get(name, param.default), help=f"{param.rule} (default: %(default)s)")
 
 
-def _checked_by_schema(name):
-    """An argparse type for --name: a value that params.yaml's `sample.<name>` accepts, else a CharRNNError
-    naming the rule (argparse lets it through: it converts only ValueError, TypeError and its own errors)."""
-    flag, parse, rule = f"--{name.replace('_', '-')}", _SAMPLING_TYPES[name], SCHEMA[f"sample.{name}"].rule
+def _checked_by_schema(param_name, parse):
+    """An argparse type for the param's flag (--length for sample.length): `parse` of the text, if
+    params.yaml's `param_name` accepts it, else a CharRNNError naming the rule (argparse lets it
+    through: it converts only ValueError, TypeError and its own errors)."""
+    flag, rule = f"--{param_name.rpartition('.')[2].replace('_', '-')}", SCHEMA[param_name].rule
 
     def checked(text):
         try:
-            return params.check_value(f"sample.{name}", parse(text), flag)
+            return params.check_value(param_name, parse(text), flag)
         except (ValueError, CharRNNError):
             raise CharRNNError(f"{flag} must be {rule} (got {text!r})") from None
     return checked
@@ -127,13 +128,8 @@ def _precision_argument(parser):
 
 
 def _threads_argument(parser):
-    def threads(text):
-        try:
-            return params.check_value("threads", text if text == "auto" else int(text), "--threads")
-        except (ValueError, CharRNNError):
-            raise CharRNNError(f"--threads must be {SCHEMA['threads'].rule} (got {text!r})") from None
-
-    parser.add_argument("--threads", type=threads, default="auto",
+    auto_or_int = lambda text: text if text == "auto" else int(text)  # noqa: E731
+    parser.add_argument("--threads", type=_checked_by_schema("threads", auto_or_int), default="auto",
                         help="CPU threads: auto is OMP_NUM_THREADS where set, else the CPUs shared among this "
                         "project's DVC queue jobs (default: %(default)s)")
 
