@@ -45,13 +45,9 @@ def post(url, payload, timeout=300):
 def save_model(checkpoint, folder):
     import mlflow
 
-    from charrnn import modules
-    from charrnn.serving.pyfunc import SIGNATURE
-    from charrnn.tracking.logged_models import REQUIREMENTS, SERVED_MODEL, served_code
+    from charrnn.tracking.logged_models import served_model
 
-    mlflow.pyfunc.save_model(folder / "model", python_model=str(modules.module_file(SERVED_MODEL)),
-                             artifacts={"checkpoint": str(checkpoint)}, code_paths=[served_code(folder)],
-                             signature=SIGNATURE, pip_requirements=REQUIREMENTS)
+    mlflow.pyfunc.save_model(folder / "model", **served_model(checkpoint, folder))
     return folder / "model"
 
 
