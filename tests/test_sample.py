@@ -302,7 +302,7 @@ def test_the_served_model_computes_the_smallest_request_first_refuses_a_crowd_an
     with pytest.raises(MlflowException, match="took longer than the server's timeout"):
         served.predict(None, large)
     assert time.monotonic() - started < 5
-    assert served.turns._computing is None and served.turns._large == 0  # nothing left held
+    assert served.turns._computing is None and served.turns.large_in_flight == 0  # nothing left held
     assert served.turns.rate > 100  # characters per second, measured while it computed
     served.turns.rate = 1_000  # as if the model wrote 1,000 a second: 20,006 take longer than 0.1 s
     with pytest.raises(MlflowException, match="20,006 characters to write with this request's, more than it writes"):

@@ -48,27 +48,30 @@ class Turns:
         self._waiting = []  # heap of (characters left, arrival, request)
         self._arrival = itertools.count()
         self._computing = None
-        self._large = 0
         self._admitted = set()
         self.rate = None  # characters per second, measured over the last slice computed
+
+    @property
+    def large_in_flight(self):
+        """The requests in flight over SMALL characters."""
+        return sum(request.large for request in self._admitted)
 
     @contextmanager
     def request(self, cost):
         """A request of `cost` characters, admitted or refused (Busy); yields its Request, whose
         `step` generate() calls after each character. The turn is the request's from entry to exit
         but for the slices it hands to smaller ones."""
-        large = cost > SMALL
         timeout = server_timeout() if self.timeout is None else self.timeout
         request = Request(self, cost, time.monotonic() + timeout)
         with self._changed:
-            if large and self._large >= (self.max_large if self.rate else 1):  # one until the speed is known
-                raise Busy(f"the server is busy with {self._large} large requests (over {SMALL:,} characters); "
+            in_flight = self.large_in_flight
+            if request.large and in_flight >= (self.max_large if self.rate else 1):  # one until the speed is known
+                raise Busy(f"the server is busy with {in_flight} large requests (over {SMALL:,} characters); "
                            "retry later")
             ahead = sum(other.left for other in self._admitted) + cost
-            if large and self.rate and ahead / self.rate > HEADROOM * timeout:
+            if request.large and self.rate and ahead / self.rate > HEADROOM * timeout:
                 raise Busy(f"the server is busy: {ahead:,} characters to write with this request's, more than it "
                            f"writes in half its timeout of {timeout:g} s; retry later")
-            self._large += large
             self._admitted.add(request)
         try:
             request.wait_turn()
@@ -79,7 +82,6 @@ class Turns:
                     self._computing = None
                 self._waiting = [entry for entry in self._waiting if entry[2] is not request]
                 heapq.heapify(self._waiting)
-                self._large -= large
                 self._admitted.discard(request)
                 self._changed.notify_all()
 
@@ -87,6 +89,7 @@ class Turns:
 class Request:
     def __init__(self, turns, cost, deadline):
         self.turns, self.left, self.deadline, self.steps = turns, cost, deadline, 0
+        self.large = cost > SMALL
         self.slice_start = None
 
     def wait_turn(self):
