@@ -7,6 +7,7 @@ from charrnn import params
 from charrnn.atomic import atomic_path
 from charrnn.errors import exit_on_error
 from charrnn.generation.sample import format_samples, generate
+from charrnn.progress import Heartbeat
 from charrnn.sampling_rules import sampling_options
 from charrnn.tracking.runs import PipelineRun
 from charrnn.training import checkpoint
@@ -26,11 +27,12 @@ def main():
     options = dict(sampling_options(p), seeds=seeds, device=device)
     steps = {path: checkpoint.load(path)["step"] for path in [*Path("models/checkpoints").glob("*.pt"), BEST]}
     rows = []
+    heartbeat = Heartbeat("sample", len(steps) * p["sample.length"], "char")  # a stream's characters
     with PipelineRun.reopen() as run:
         for source in sorted(steps, key=lambda path: (path == BEST, steps[path])):  # best.pt last
             model, vocab = checkpoint.load_model(source)
             precision = generation_precision(p["sample.precision"], device, model.config["cell"])
-            texts = generate(model, vocab, **options, precision=precision)
+            texts = generate(model, vocab, **options, precision=precision, on_step=lambda ids: heartbeat.update())
             target = OUT_DIR / f"{source.stem}.txt"
             with atomic_path(target) as tmp:
                 tmp.write_text(format_samples(seeds, texts) + "\n", encoding="utf-8")
@@ -40,6 +42,7 @@ def main():
                      for seed, text in zip(seeds, texts)]
             print(f"{target} ({precision}): {texts[0][:60]!r}...")
         run.log_table(rows, SAMPLES_TABLE)
+    heartbeat.close()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import pytest
 from charrnn import modules
 from conftest import ROOT
 
-SHARED = {"__init__.py", "errors.py", "atomic.py", "params.py", "modules.py", "sampling_rules.py", "memory.py"}
+SHARED = {"__init__.py", "errors.py", "atomic.py", "params.py", "modules.py", "sampling_rules.py", "memory.py",
+          "progress.py"}
 # what each subpackage may import besides the shared modules
 MAY_IMPORT = {
     "data": {"data"},
@@ -53,7 +54,7 @@ def test_the_train_stage_runs_no_generation_serving_registry_or_command_code():
 
 def test_the_shared_modules_stand_alone():
     # params and the sampling rules are read by every stage: they import no corpus list, no torch
-    for file in ("params.py", "sampling_rules.py", "errors.py", "atomic.py", "memory.py"):
+    for file in ("params.py", "sampling_rules.py", "errors.py", "atomic.py", "memory.py", "progress.py"):
         assert set(modules.closure(dotted(file))) <= SHARED, file
         imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse((modules.PACKAGE_DIR / file).read_text()))
                     if isinstance(node, (ast.Import, ast.ImportFrom))

@@ -17,20 +17,25 @@ import torch.nn.functional as F
 from charrnn.training import checkpoint
 from charrnn.data.batches import windows
 from charrnn.errors import CharRNNError
+from charrnn.progress import Heartbeat
 from charrnn.training.protocol import WINDOW, num_streams
 
 
 @torch.no_grad()
-def evaluate(model, ids, device):
-    """Mean cross-entropy (nats/char) of `model` over the whole split `ids`, by the protocol."""
+def evaluate(model, ids, device, what=None):
+    """Mean cross-entropy (nats/char) of `model` over the whole split `ids`, by the protocol; with
+    `what` (e.g. "evaluate val"), its progress shown under that name (charrnn.progress)."""
     was_training = model.training
     model.eval()
     total, count, hidden = torch.zeros((), dtype=torch.float64, device=device), 0, None
+    heartbeat = Heartbeat(what or "", len(ids), "char", show=what is not None)
     with _exact_fp32(device):
         for x, y in windows(ids, num_streams(len(ids)), WINDOW, device, partial=True):
             logits, hidden = model(x, hidden)
             total += F.cross_entropy(logits.float().flatten(0, 1), y.long().flatten(), reduction="sum")
             count += y.numel()
+            heartbeat.update(x.numel())
+    heartbeat.close()
     model.train(was_training)
     return (total / count).item()
 
@@ -62,5 +67,5 @@ def evaluate_checkpoint(path, vocab, splits, device):
     metrics = {}
     for name, ids in splits.items():
         if len(ids) > 1:
-            metrics.update(loss_metrics(name, evaluate(model, ids, device)))
+            metrics.update(loss_metrics(name, evaluate(model, ids, device, what=f"evaluate {name}")))
     return metrics

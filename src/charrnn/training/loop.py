@@ -6,17 +6,16 @@ the curves go is the caller's `tracker` (the train stage's MLflow run; nowhere b
 """
 
 import math
-import sys
 import time
 from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from charrnn.data.batches import num_windows, windows
 from charrnn.data.split import require_one_batch
 from charrnn.errors import CharRNNError, deferred_interrupts
+from charrnn.progress import Heartbeat, ends_at, say
 from charrnn.training import distributed
 from charrnn.training.device import pick_device, precision_context, resolve_precision
 from charrnn.training.evaluate import evaluate
@@ -57,7 +56,8 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
     autocast = precision_context(device, precision)
     fingerprint = run_fingerprint(p, vocab, train_ids, val_ids, device, precision)
     saver = Checkpointer(out_dir, model, optimizer, vocab, fingerprint, p["keep_checkpoints"])
-    progress = Progress(total_steps, p["batch_size"] * p["num_steps"] * ranks)
+    progress = Progress(total_steps, p["batch_size"] * p["num_steps"] * ranks, len(val_ids),
+                        lambda step: validations_after(step, total_steps, p["eval_every"], saver))
 
     # Resume an unfinished run of the same params, data and code from last.pt, or start afresh; the
     # tracker starts before any file changes, so an unreachable tracking server stops training here.
@@ -80,7 +80,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
             loss, hidden = train_step(stepped, optimizer, x, y, hidden, lr, p["grad_clip"], autocast)
             loss_sum += loss
             state.step, state.interval_steps = state.step + 1, state.interval_steps + 1
-            progress.step()
+            progress.step(lambda: f"train loss {loss_sum.item() / max(1, state.interval_steps):.4f}")
             if state.step % p["eval_every"] == 0 or state.finished or saver.keep_due(state.step):
                 state.interval_loss = distributed.mean(loss_sum).item()
                 validate_and_checkpoint(state, model, val_ids, device, lr, saver, hidden, progress, tracker)
@@ -101,6 +101,12 @@ def epoch_windows(train_ids, p, step, device):
         first = step - epoch * per_epoch if epoch == step // per_epoch else 0
         for index, (x, y) in enumerate(windows(train_ids, p["batch_size"], p["num_steps"], device, start=first)):
             yield x, y, first + index == 0
+
+
+def validations_after(step, total_steps, eval_every, saver):
+    """How many validations the run makes after `step`: every eval_every steps, at a kept checkpoint, at the end."""
+    return sum(1 for later in range(step + 1, total_steps + 1)
+               if later % eval_every == 0 or later == total_steps or saver.keep_due(later))
 
 
 def validate_and_checkpoint(state, model, val_ids, device, lr, saver, hidden, progress, tracker):
@@ -186,27 +192,36 @@ def learning_rate(step, total_steps, p):
 
 
 class Progress:
-    """What a person sees of a training (rank 0 only): a progress bar on a terminal, a line per
-    validation, and the time of the training steps alone, validations excluded, for chars/s."""
+    """What a person sees of a training (rank 0 only): a bar on a terminal, else a line every 30 s
+    (charrnn.progress); after its first FIRST_ESTIMATE seconds, when it will end; a line per
+    validation. Also the time of the training steps alone, validations excluded, for chars/s."""
 
-    def __init__(self, total_steps, chars_per_step):
+    FIRST_ESTIMATE = 10.0  # seconds of training steps measured before the first estimate of the end
+
+    def __init__(self, total_steps, chars_per_step, val_chars, validations_after):
         self.main = distributed.rank() == 0
-        self.total_steps, self.chars_per_step = total_steps, chars_per_step
-        self.bar = None
+        self.total_steps, self.chars_per_step, self.val_chars = total_steps, chars_per_step, val_chars
+        self.validations_after = validations_after
+        self.validation_seconds = None  # the last validation's, measured; estimated before the first
+        self.heartbeat = None
 
     def say(self, text):
-        """A line of output that leaves the progress bar intact, flushed: DVC pipes stdout."""
         if self.main:
-            tqdm.write(text)
-            sys.stdout.flush()
+            say(text)
 
     def begin(self, step):
-        self.bar = tqdm(total=self.total_steps, initial=step, unit="step",
-                        disable=not (self.main and sys.stderr.isatty()))
+        self.heartbeat = Heartbeat("training", self.total_steps, "step", done=step, show=self.main,
+                                   extra_seconds=self._validations_seconds, rate_as=("char", self.chars_per_step))
+        self.estimated = False
         self._restart(step)
 
-    def step(self):
-        self.bar.update()
+    def step(self, detail):
+        """One more step; `detail()` (the running train loss) is read only when a line is printed."""
+        self.heartbeat.update(1, detail)
+        if not self.estimated and self.heartbeat.working_seconds() >= self.FIRST_ESTIMATE:
+            self.estimated = True
+            self.say(f"{self.heartbeat.rate() * self.chars_per_step:,.0f} chars/s: "
+                     f"{ends_at(self.heartbeat.seconds_left())} (validations included)")
 
     def lap(self, state):
         """Add the time and characters of the steps since the last lap to the run's totals; their chars/s."""
@@ -215,16 +230,28 @@ class Progress:
         state.train_seconds += seconds
         state.chars_trained += chars
         self._restart(state.step)
+        self.heartbeat.pause()
         return chars / max(seconds, 1e-9)
 
     def validated(self, state, row, rate):
-        self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}", chars_s=f"{rate:,.0f}")
+        self.validation_seconds = time.perf_counter() - self.started
+        self.heartbeat.resume()
+        self.heartbeat.postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}", chars_s=f"{rate:,.0f}")
+        left = "" if state.finished else f", {ends_at(self.heartbeat.seconds_left())}"
         self.say(f"step {state.step:>6}/{self.total_steps} train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
-                 f"lr {row['lr']:.2e} {rate:,.0f} chars/s")
+                 f"lr {row['lr']:.2e} {rate:,.0f} chars/s{left}")
         self._restart(state.step)  # the validation's time is not training time
 
     def close(self):
-        self.bar.close()
+        self.heartbeat.close()
+
+    def _validations_seconds(self):
+        """The time the validations still to come will take: as long as the last one each, or before
+        the first, the val split read forward (about a third of training's work per character)."""
+        each = self.validation_seconds
+        if each is None:
+            each = self.val_chars / max(3 * self.heartbeat.rate() * self.chars_per_step, 1e-9)
+        return self.validations_after(self.heartbeat.done) * each
 
     def _restart(self, step):
         self.started_step, self.started = step, time.perf_counter()
