@@ -61,22 +61,22 @@ SCHEMA = {
     "test_frac": Param(0.05, float, "a fraction in [0, 1)", lambda value: 0 <= value < 1),
     # model
     "cell": _one_of(*CELL_TYPES),
-    "lstm_size": Param(512, int, "an integer >= 1", _at_least(1)),
+    "lstm_size": Param(384, int, "an integer >= 1", _at_least(1)),
     "num_layers": Param(2, int, "an integer >= 1", _at_least(1)),
     "embedding_size": Param(0, int, "an integer >= 0 (0 = one-hot input)", _at_least(0)),
-    "dropout": Param(0.3, float, "a number in [0, 1)", lambda value: 0 <= value < 1),
+    "dropout": Param(0.1, float, "a number in [0, 1)", lambda value: 0 <= value < 1),
     # training
-    "batch_size": Param(64, int, "an integer >= 1", _at_least(1)),
-    "num_steps": Param(100, int, "an integer >= 1", _at_least(1)),
-    "epochs": Param(8, int, "an integer >= 1", _at_least(1)),
-    "learning_rate": Param(0.002, float, "a number > 0", lambda value: value > 0),
+    "batch_size": Param(32, int, "an integer >= 1", _at_least(1)),
+    "num_steps": Param(32, int, "an integer >= 1", _at_least(1)),
+    "epochs": Param(2, int, "an integer >= 1", _at_least(1)),
+    "learning_rate": Param(0.005, float, "a number > 0", lambda value: value > 0),
     "lr_schedule": _one_of("cosine", "constant"),
     "warmup_steps": Param(100, int, "an integer >= 0", _at_least(0)),
     "min_lr": Param(0.0001, float, "a number >= 0", _at_least(0)),
     "grad_clip": Param(5.0, float, "a number > 0", lambda value: value > 0),
     "seed": Param(1234, int, SEED_RULE, _is_seed),
     "eval_every": Param(200, int, "an integer >= 1", _at_least(1)),
-    "keep_checkpoints": Param(500, int, "an integer >= 0 (0 = off)", _at_least(0)),
+    "keep_checkpoints": Param(1000, int, "an integer >= 0 (0 = off)", _at_least(0)),
     "resume": Param(True, bool, "true or false"),
     "device": _one_of("auto", "cpu", "cuda"),
     "processes": Param(1, int, "an integer >= 1 (data-parallel processes, e.g. one per GPU)", _at_least(1)),
@@ -220,6 +220,21 @@ def validate(raw, source="params"):
     if clean["min_lr"] > clean["learning_rate"]:
         raise CharRNNError(f"{source}: min_lr ({clean['min_lr']:g}) must not exceed learning_rate")
     return clean
+
+
+def with_overrides(values, pairs, source="--set"):
+    """Validated `values` with KEY=VALUE `pairs` (a value as YAML reads it, as `dvc exp run -S` writes it)
+    in place of theirs: what `dvc exp run -S ...` would run, for the commands that size a variant."""
+    changed = dict(values)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise CharRNNError(f"{source} takes KEY=VALUE (got {pair!r})")
+        try:
+            changed[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            changed[key] = value
+    return validate(changed, source)
 
 
 def check_value(name, value, source="params"):

@@ -73,6 +73,13 @@ def _ui(args):
     ui(runs.experiment_name(p, name), registry.model_name(name), args.host, args.port)
 
 
+def _doctor(args):
+    from charrnn.commands.doctor import doctor
+
+    p = params.with_overrides(params.load(args.params), args.set)
+    doctor(p, use_threads(p["threads"]))
+
+
 def _repro_check(args):
     from charrnn.commands.reprocheck import git_root, repro_check
 
@@ -211,6 +218,19 @@ def build_parser():
     ui.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
     ui.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
     ui.set_defaults(run=_ui)
+
+    doctor = commands.add_parser(
+        "doctor", help="what this machine will do: device, precision, threads, corpus, MLflow store, and how long "
+        "`dvc repro` will take",
+        description="Says in a few seconds what `dvc repro` will do on this machine with params.yaml: the device "
+        "and the precisions and threads `auto` picks, where the corpus and the MLflow store are, whether the "
+        "optional parts' programs (PostgreSQL, Chromium) are installed, and the pipeline's time from scratch, "
+        "estimated from a short burst of the model's own training, evaluation and generation here.",
+    )
+    doctor.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
+    doctor.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="as `dvc exp run -S KEY=VALUE`: estimate that variant instead")
+    doctor.set_defaults(run=_doctor)
 
     check = commands.add_parser(
         "repro-check", help="run the pipeline twice from scratch (tiny config) and compare every metric",
