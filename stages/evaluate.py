@@ -1,5 +1,6 @@
 """Stage evaluate: loss, bits/char and perplexity of models/best.pt on the val and test splits, by the
-one evaluation protocol (charrnn.training.evaluate), also logged to the pipeline's MLflow run."""
+one evaluation protocol (charrnn.training.evaluate): the losses and bits/char in metrics/eval.json
+(the pipeline's one DVC metrics file), all of them in the pipeline's MLflow run."""
 
 from charrnn import params
 from charrnn.atomic import write_json
@@ -11,6 +12,8 @@ from charrnn.training.device import pick_device, use_threads
 from charrnn.training.evaluate import evaluate_checkpoint
 from charrnn.training.protocol import PROTOCOL_ID
 
+COMPARED = ("val_loss", "test_loss", "val_bpc", "test_bpc")
+
 
 @exit_on_error
 def main():
@@ -20,7 +23,9 @@ def main():
         vocab = Vocab.load("data/prepared/vocab.json")
         splits = {name: load_ids(f"data/split/{name}.npy") for name in ("val", "test")}
         metrics = evaluate_checkpoint("models/best.pt", vocab, splits, pick_device(p["device"]))
-        write_json("metrics/eval.json", {**metrics, "eval_protocol": PROTOCOL_ID})
+        # the DVC metrics, the figures one compares first (`dvc exp show`); perplexities in MLflow only
+        write_json("metrics/eval.json", {**{key: metrics[key] for key in COMPARED if key in metrics},
+                                         "eval_protocol": PROTOCOL_ID})
         # single figures (step 0: bars in the UI's chart view, after the loss curves); the log_models
         # stage links the test metrics to best.pt's logged model
         run.log_metrics(metrics)
