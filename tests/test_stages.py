@@ -22,7 +22,7 @@ def test_missing_corpus_file(tmp_path):
 
 
 def test_mistyped_param(tmp_path):
-    (tmp_path / "params.yaml").write_text(write_params(tmp_path).read_text().replace("batch_size: 64", "batch_size: abc"))
+    write_params(tmp_path, batch_size="abc")
     assert_clean_error(stage_in_process("fetch", tmp_path), "batch_size must be an integer >= 1 (got 'abc')")
 
 
