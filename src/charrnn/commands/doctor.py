@@ -30,9 +30,11 @@ from charrnn.training.loop import train_step
 from charrnn.training.model import CharRNN, shape
 
 BURST_SECONDS = 4.0  # timed training steps (after two untimed ones), at least 3 steps
-# What the stages cost besides the work counted from params (measured on 2-core CPUs, bench/README.md):
-STAGE_SECONDS = 45.0  # eight Python processes starting (torch, MLflow), DVC's own checks and caching
-LOGGED_MODEL_SECONDS = 2.5  # log_models: one kept checkpoint saved as an MLflow model, with its input example
+# What the stages cost besides the work counted from params, from the default pipeline's own lines on a
+# 2-core Zen 4 (bench/README.md): fetch to split 3 s, each later stage 3-5 s of start-up (torch, MLflow),
+# DVC's lock updates between them about 1 s each; log_models 6 s for 4 models.
+STAGE_SECONDS = 30.0
+LOGGED_MODEL_SECONDS = 1.0  # log_models: one kept checkpoint saved as an MLflow model, with its input example
 
 
 def cpu_name():
