@@ -42,7 +42,8 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     write_params(project.root, **good)
     project("checkout", "split")
     assert (project.root / "data/split/train.npy").exists()
-    assert "Running stage" not in project("repro").stdout  # split.json (not cached) from DVC's run cache
+    again = project("repro").stdout  # split alone writes split.json (not cached) again: the same outputs
+    assert [line for line in again.splitlines() if line.startswith("Running stage")] == ["Running stage 'split':"]
 
     # an edit (even a comment) of generation, serving, the registry, a command or the corpus list reruns
     # the stages that run that code, never train; fetch and prepare give the same outputs again
@@ -93,8 +94,7 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     # one metrics file, each figure once, the ones compared first (the records are plain outputs)
     [metrics] = json.loads(project("metrics", "show", "--json").stdout).values()
     assert list(metrics["data"]) == ["metrics/eval.json"]
-    assert list(metrics["data"]["metrics/eval.json"]["data"]) == ["val_loss", "test_loss", "val_bpc", "test_bpc",
-                                                                  "eval_protocol"]
+    assert list(metrics["data"]["metrics/eval.json"]["data"]) == ["val_loss", "val_bpc", "eval_protocol"]  # no test part
     plots = json.loads(project("plots", "show", "--json").stdout)
     assert not plots.get("errors") and plots["data"]["plots/train/loss.csv"], plots
 

@@ -30,18 +30,16 @@ def test_report_shows_old_and_new_metrics_the_curves_and_the_sample(built, tmp_p
     report = (tmp_path / "report.md").read_text()
 
     assert "| `lstm_size` | `8` | `32` |" in report
-    for path, key in [("metrics/eval.json", "val_loss"), ("metrics/eval.json", "test_loss"),
-                      ("metrics/train.json", "best_val_loss")]:
+    for path, key in [("metrics/eval.json", "val_loss"), ("metrics/eval.json", "test_loss")]:
         before, after = old[path][key], new[path][key]
         assert before != after
         _, _, base, workspace, change = _row(report, path, key)
         assert base.startswith(f"{before:.4f} (") and workspace.startswith(f"{after:.4f} (")
         assert f"({after / 0.6931471805599453:.4f} bpc)" in workspace
         assert change.startswith(f"{after - before:+.4f}")
-    assert _row(report, "metrics/train.json", "num_params")[2:] == [
-        str(old["metrics/train.json"]["num_params"]), str(new["metrics/train.json"]["num_params"]),
-        f"{new['metrics/train.json']['num_params'] - old['metrics/train.json']['num_params']:+d}"]
-    assert _row(report, "metrics/train.json", "device")[2:] == ["`cpu`", "`cpu`", ""]  # a string: no change
+    protocol = old["metrics/eval.json"]["eval_protocol"]
+    assert _row(report, "metrics/eval.json", "eval_protocol")[2:] == [f"`{protocol}`", f"`{protocol}`", ""]  # a string
+    assert "metrics/train.json" not in report  # the training's record is no DVC metric
 
     image = tmp_path / "loss.png"
     assert image.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and "](loss.png)" in report

@@ -243,8 +243,8 @@ def build_parser():
 
     report = commands.add_parser(
         "report", help="write a Markdown report of the workspace against a git revision",
-        description="Compare the workspace with a git revision: the params that differ, the train, eval and "
-        "split metrics (old, new, change), the train/val loss curves of both in one PNG, and the start of "
+        description="Compare the workspace with a git revision: the params that differ, the DVC metrics "
+        "(metrics/eval.json: old, new, change), the train/val loss curves of both in one PNG, and the start of "
         "samples/best.txt. Run it from the repository root after `dvc repro`.",
     )
     report.add_argument("--base", default="main", help="the git revision to compare with (default: %(default)s)")
