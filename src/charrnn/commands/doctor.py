@@ -26,7 +26,7 @@ from charrnn.generation.sample import generate
 from charrnn.progress import duration
 from charrnn.training.device import generation_precision, pick_device, precision_context, resolve_precision
 from charrnn.training.evaluate import evaluate
-from charrnn.training.loop import train_step
+from charrnn.training.loop import train_step, validations_after
 from charrnn.training.model import CharRNN, shape
 
 BURST_SECONDS = 4.0  # timed training steps (after two untimed ones), at least 3 steps
@@ -55,9 +55,8 @@ def cpu_name():
             f"{info.get('model', '?')}; {', '.join(features) or 'no AVX2'})")
 
 
-def corpus_text(p):
-    """(path, where it was found) of params' corpus on this machine, or (None, what is missing)."""
-    source = corpus.resolve(p["corpus"])
+def corpus_text(source):
+    """(path, where it was found) of the corpus `source` on this machine, or (None, what is missing)."""
     if source.source is not None:
         return Path(source.source), "your own file"
     raw = corpus.raw_path(source, project_root() / "data" / "raw")
@@ -70,9 +69,8 @@ def corpus_text(p):
     return None, f"not fetched yet, {where}: `dvc repro` downloads {source.url}"
 
 
-def count_text(path, p):
+def count_text(path, source):
     """(characters, distinct characters) of the corpus text as the prepare stage reads it."""
-    source = corpus.resolve(p["corpus"])
     chars, length = set(), 0
     for chunk in read_chunks(path, source.start, source.end):
         chars.update(chunk)
@@ -88,17 +86,14 @@ def burst(p, vocab_size, device, precision):
     optimizer = torch.optim.Adam(model.parameters(), lr=p["learning_rate"])
     autocast = precision_context(device, precision)
     ids = torch.randint(vocab_size, (p["batch_size"], p["num_steps"] + 1), device=device)
-    hidden = None
-    for warmup in range(2):  # the first steps set kernels up
-        _, hidden = train_step(model, optimizer, ids[:, :-1], ids[:, 1:], hidden, p["learning_rate"],
-                               p["grad_clip"], autocast)
-    _sync(device)
-    started, steps = time.perf_counter(), 0
+    hidden, steps, started = None, -2, None  # the first two steps set kernels up, untimed
     while steps < 3 or time.perf_counter() - started < BURST_SECONDS:
         _, hidden = train_step(model, optimizer, ids[:, :-1], ids[:, 1:], hidden, p["learning_rate"],
                                p["grad_clip"], autocast)
-        steps += 1
         _sync(device)
+        steps += 1
+        if steps == 0:
+            started = time.perf_counter()
     return (time.perf_counter() - started) / steps, model
 
 
@@ -135,8 +130,7 @@ def estimate(p, length, vocab_size, device, precision):
     per_val_char = eval_seconds_per_char(model, vocab_size, device, min(val_chars, 50_000))
     per_generated = generation_seconds_per_char(model, vocab_size, p, device)
     kept = steps // p["keep_checkpoints"] if p["keep_checkpoints"] else 0
-    validations = len({*range(p["eval_every"], steps + 1, p["eval_every"]),
-                       *(range(p["keep_checkpoints"], steps + 1, p["keep_checkpoints"]) if kept else ()), steps})
+    validations = validations_after(0, steps, p["eval_every"], p["keep_checkpoints"])
     parts = {
         "training": steps * step_seconds,
         "its validations": validations * val_chars * per_val_char,
@@ -170,8 +164,9 @@ def store_line():
     """Where the runs will go, and whether that store answers (a new local store is not made here)."""
     from charrnn.tracking import store
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store.local_store() / 'mlflow.db'}"
-    where = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the project's own store"
+    named = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = named or f"sqlite:///{store.local_store() / 'mlflow.db'}"
+    where = "MLFLOW_TRACKING_URI" if named else "the project's own store"
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         return f"{store.redacted(uri)} ({where}; the first training creates it)"
     try:
@@ -195,7 +190,8 @@ def doctor(p, threads):
                    f"(sample.precision: {p['sample.precision']}), {threads} CPU thread{'s' * (threads > 1)} "
                    f"(threads: {p['threads']})"),
     ]
-    path, where = corpus_text(p)
+    source = corpus.resolve(p["corpus"])
+    path, where = corpus_text(source)
     report.append(("corpus", f"{p['corpus']}: {path} ({where})" if path else f"{p['corpus']}: {where}"))
     report.append(("MLflow", store_line()))
     report += tools()
@@ -205,7 +201,7 @@ def doctor(p, threads):
     if path is None:
         print(f"{'estimate':<{width}}  none: the corpus is not on this machine yet")
         return
-    length, vocab_size = count_text(path, p)
+    length, vocab_size = count_text(path, source)
     print(f"{'estimate':<{width}}  measuring a few seconds of training...", flush=True)
     seconds, lines = estimate(p, length, vocab_size, device, precision)
     print(f"{'':<{width}}  `dvc repro` from scratch: about {duration(seconds)}")

@@ -20,7 +20,7 @@ from charrnn.training import distributed
 from charrnn.training.device import pick_device, precision_context, resolve_precision
 from charrnn.training.evaluate import evaluate
 from charrnn.training.model import CharRNN, map_state, shape
-from charrnn.training.run import Checkpointer, restart_cudnn_dropout, run_fingerprint, start
+from charrnn.training.run import Checkpointer, kept_at, restart_cudnn_dropout, run_fingerprint, start
 
 
 class NoTracking:
@@ -57,7 +57,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
     fingerprint = run_fingerprint(p, vocab, train_ids, val_ids, device, precision)
     saver = Checkpointer(out_dir, model, optimizer, vocab, fingerprint, p["keep_checkpoints"])
     progress = Progress(total_steps, p["batch_size"] * p["num_steps"] * ranks, len(val_ids),
-                        lambda step: validations_after(step, total_steps, p["eval_every"], saver))
+                        lambda step: validations_after(step, total_steps, p["eval_every"], p["keep_checkpoints"]))
 
     # Resume an unfinished run of the same params, data and code from last.pt, or start afresh; the
     # tracker starts before any file changes, so an unreachable tracking server stops training here.
@@ -81,7 +81,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
             loss_sum += loss
             state.step, state.interval_steps = state.step + 1, state.interval_steps + 1
             progress.step(lambda: f"train loss {loss_sum.item() / max(1, state.interval_steps):.4f}")
-            if state.step % p["eval_every"] == 0 or state.finished or saver.keep_due(state.step):
+            if validation_due(state.step, total_steps, p["eval_every"], p["keep_checkpoints"]):
                 state.interval_loss = distributed.mean(loss_sum).item()
                 validate_and_checkpoint(state, model, val_ids, device, lr, saver, hidden, progress, tracker)
                 loss_sum = torch.zeros((), device=device)
@@ -103,10 +103,15 @@ def epoch_windows(train_ids, p, step, device):
             yield x, y, first + index == 0
 
 
-def validations_after(step, total_steps, eval_every, saver):
-    """How many validations the run makes after `step`: every eval_every steps, at a kept checkpoint, at the end."""
-    return sum(1 for later in range(step + 1, total_steps + 1)
-               if later % eval_every == 0 or later == total_steps or saver.keep_due(later))
+def validation_due(step, total_steps, eval_every, keep_every):
+    """Whether the run validates and checkpoints after `step`: every eval_every steps, at a kept
+    checkpoint (every keep_every steps), and at the end."""
+    return step % eval_every == 0 or step == total_steps or kept_at(step, keep_every)
+
+
+def validations_after(step, total_steps, eval_every, keep_every):
+    """How many validations the run makes after `step` (validation_due's steps)."""
+    return sum(validation_due(later, total_steps, eval_every, keep_every) for later in range(step + 1, total_steps + 1))
 
 
 def validate_and_checkpoint(state, model, val_ids, device, lr, saver, hidden, progress, tracker):

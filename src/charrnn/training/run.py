@@ -42,6 +42,11 @@ class RunState:
         return self.step >= self.total_steps
 
 
+def kept_at(step, keep_every):
+    """Whether a copy of the model is kept at `step` (`keep_checkpoints`: every keep_every steps; 0 = never)."""
+    return keep_every > 0 and step % keep_every == 0
+
+
 class Checkpointer:
     """The checkpoints of one training run under `folder`: best.pt (the lowest val loss so far),
     last.pt (everything an exact resume needs), and a kept copy in checkpoints/ every `keep_every`
@@ -54,7 +59,7 @@ class Checkpointer:
         self.best, self.last, self.kept = folder / "best.pt", folder / "last.pt", folder / "checkpoints"
 
     def keep_due(self, step):
-        return self.keep_every > 0 and step % self.keep_every == 0
+        return kept_at(step, self.keep_every)
 
     def checkpoint(self, state, row, hidden):
         """After the validation `row` of the run `state` (a RunState): best.pt if this step is the best
