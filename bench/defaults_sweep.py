@@ -5,8 +5,8 @@
 Each `--set` group is one candidate: params.yaml's defaults with those values changed, trained by
 charrnn's own train() on Anna Karenina's default split (train 90 %, val 5 %) from scratch, with its
 validations, into a temporary folder (nothing of the project's is touched). Prints, per candidate,
-the wall time of the training (validations included), its chars/s, and its best val loss. `charrnn doctor --set ...` sizes a
-candidate in seconds before it is spent minutes on.
+the wall time of the training (validations included), its chars/s, and its best val loss.
+`charrnn doctor --set ...` sizes a candidate in seconds before minutes are spent on it.
 
 params.yaml's defaults were chosen by this sweep in fp32 (`--precision fp32`, the precision a CPU
 without bf16 kernels trains in): bench/README.md has the runs.

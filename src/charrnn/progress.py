@@ -45,9 +45,9 @@ class Heartbeat:
     """Counts `total` units of work (steps, windows, characters) from `done`. On a terminal a bar;
     elsewhere a line every INTERVAL seconds: `what` done/total (%), the rate, the time left.
 
-    The rate (in `rate_as`'s unit where given) counts working time only: time between pause() and resume() (a training's validations)
-    is left out, and `extra_seconds` (a callable: the seconds the remaining paused work will take) is
-    added to the time left."""
+    The rate (in `rate_as`'s unit where given) counts working time only: time between pause() and
+    resume() (a training's validations) is left out, and `extra_seconds` (a callable: the seconds the
+    remaining paused work will take) is added to the time left."""
 
     def __init__(self, what, total, unit, done=0, show=True, extra_seconds=lambda: 0.0, rate_as=None):
         self.what, self.total, self.unit, self.done = what, total, unit, done
