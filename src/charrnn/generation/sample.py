@@ -25,13 +25,32 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
     `precision` is the generation steps' (sample.precision's choices; auto as sampling_rules says): the prime is
     read in fp32, the sampling arithmetic is fp32 whatever it is.
     """
+    prime, _, steps = writing(model, vocab, prime, length, temperature, top_k, top_p, seeds, device, drop_unknown,
+                           precision)
+    out = torch.empty(len(seeds), length, dtype=torch.long, device=device)
+    for step, ids in enumerate(steps):
+        out[:, step] = ids
+        if on_step is not None:
+            on_step(ids)
+    return [prime + vocab.decode(row) for row in out.cpu().numpy()]
+
+
+def writing(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0, seeds=(0,), device="cpu",
+            drop_unknown=False, precision="fp32"):
+    """(the prime as generation uses it, the precision it runs in, an iterator of each step's new ids, one
+    per stream): generate()'s work one step at a time, for a caller that interleaves several models
+    (charrnn play). The options are checked here, before any work; the iterator computes each step as
+    it is asked for, and may be advanced from any thread (inference mode is entered per step)."""
     prime = check_sampling(vocab, prime, length, temperature, top_k, top_p, drop_unknown, num_samples=len(seeds))
     precision = generation_precision(precision, device, model.config["cell"])
-    prime_ids = torch.as_tensor(vocab.encode(prime), dtype=torch.long, device=device)
+    steps = _steps(model, vocab.encode(prime), length, temperature, top_k, top_p, seeds, device, precision)
+    return prime, precision, steps
+
+
+def _steps(model, prime_ids, length, temperature, top_k, top_p, seeds, device, precision):
+    prime_ids = torch.as_tensor(prime_ids, dtype=torch.long, device=device)
     seeds = torch.as_tensor(list(seeds), dtype=torch.int64, device=device)
     model = model.to(device).eval()
-
-    out = torch.empty(len(seeds), length, dtype=torch.long, device=device)
     uniforms = uniform(seeds[:, None], torch.arange(length, device=device)[None, :])  # (streams, length)
     with torch.inference_mode():
         logits, state = model(prime_ids.expand(len(seeds), -1))  # the whole prime in one pass
@@ -40,13 +59,12 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
             raise CharRNNError("the model's outputs are not finite numbers (NaN or infinite weights): it cannot "
                                "write text; retrain it")
         advance = make_stepper(model, precision)
-        for step in range(length):
+    for step in range(length):
+        with torch.inference_mode():
             ids = pick(logits, temperature, top_k, top_p, uniforms[:, step])
-            out[:, step] = ids
-            if on_step is not None:
-                on_step(ids)
+        yield ids
+        with torch.inference_mode():
             logits, state = advance(ids, state)
-    return [prime + vocab.decode(row) for row in out.cpu().numpy()]
 
 
 def format_samples(seeds, texts):
