@@ -312,7 +312,8 @@ def test_the_served_model_computes_the_smallest_request_first_refuses_a_crowd_an
 def test_the_served_model_refuses_what_the_cli_refuses_and_bounds_a_request(trained):
     from mlflow.exceptions import MlflowException
 
-    from charrnn.serving.pyfunc import MAX_PRIME, MAX_ROWS, MAX_TOTAL_LENGTH, CharRNNModel
+    from charrnn.serving.pyfunc import CharRNNModel
+    from charrnn.serving.request_rules import MAX_PRIME, MAX_ROWS, MAX_TOTAL_LENGTH
 
     served = CharRNNModel()
     served.load_context(SimpleNamespace(artifacts={"checkpoint": str(trained[2] / "best.pt")}))
@@ -325,6 +326,7 @@ def test_the_served_model_refuses_what_the_cli_refuses_and_bounds_a_request(trai
         ({"prime": ["the"], "temperature": [inf]}, "row 1: temperature must be a number >= 0 (0 = greedy) (got inf)"),
         ({"prime": ["the"], "seed": [-1]}, "row 1: seed must be an integer from 0 to 4294967295 (got -1)"),
         ({"prime": ["the"], "length": [1.5]}, "row 1: length must be an integer >= 0 (got 1.5)"),
+        ({"prime": ["the"], "top_p": [0.0]}, "row 1: top_p must be a number in (0, 1] (1 = off) (got 0.0)"),
         ({"prime": ["the"] * (MAX_ROWS + 1)}, f"a request has 1 to {MAX_ROWS} rows (got {MAX_ROWS + 1})"),
         ({"prime": ["the " * (MAX_PRIME // 4 + 1)]}, f"over the limit of {MAX_PRIME:,} per prime"),
         ({"prime": ["the"] * 3, "length": [MAX_TOTAL_LENGTH // 2] * 3},
@@ -336,6 +338,9 @@ def test_the_served_model_refuses_what_the_cli_refuses_and_bounds_a_request(trai
     # null top_k is off, as in params.yaml; the other rows' values are theirs
     texts = served.predict(None, pd.DataFrame({"prime": ["the", "the"], "top_k": [1, None], "length": [30, 30]}))
     assert len(texts) == 2 and all(len(text) == 33 for text in texts)
+    # top_p is honoured: a nucleus of the most likely character alone is greedy, as top_k 1 is
+    nucleus = served.predict(None, pd.DataFrame({"prime": ["the"], "top_k": [None], "top_p": [1e-9], "length": [30]}))
+    assert nucleus == texts[:1]
 
 
 @pytest.mark.parametrize("precision", REDUCED)

@@ -4,7 +4,6 @@ served_model.py (the "model from code" file MLflow runs on load) instantiates it
 stage logs it with each checkpoint as an artifact (charrnn/tracking/logged_models.py).
 """
 
-import math
 import traceback
 
 import mlflow
@@ -16,26 +15,20 @@ from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from charrnn.errors import CharRNNError
 from charrnn.generation.sample import generate
-from charrnn.params import SCHEMA, check_value
+from charrnn.params import SCHEMA
+from charrnn.serving.request_rules import OPTIONS, check_bounds, check_count, checked_option
 from charrnn.serving.turns import Busy, Turns
 from charrnn.training import checkpoint
 
-# What one request may cost at most (HTTP 400 beyond): rows, characters of a prime, characters to write
-# in a row and in the whole request. About 10 s of one CPU core for the default 2x512 model.
-MAX_ROWS = 64
-MAX_PRIME = 10_000
-MAX_LENGTH = 10_000
-MAX_TOTAL_LENGTH = 20_000
-DEFAULTS = {"length": 200, "temperature": 1.0, "top_k": 5, "seed": 0}  # of a column a request leaves out
 DEFAULT_PRECISION = SCHEMA["sample.precision"].default  # auto, as the sample stage and the CLI
 
 
 class CharRNNModel(mlflow.pyfunc.PythonModel):
     """The pyfunc flavour: a DataFrame with `prime` (and optional `length`, `temperature`, `top_k`,
-    `seed`) in, one generated text per row out; the param `precision` (as sample.precision, default
+    `top_p`, `seed`) in, one generated text per row out; the param `precision` (as sample.precision, default
     auto) is the generation steps' precision. Each value must be what params.yaml's `sample.*` accepts
     (the same rules as the CLI's flags); a column given must have a value in every row (null is off
-    for top_k alone); a request stays within MAX_ROWS, MAX_PRIME, MAX_LENGTH and MAX_TOTAL_LENGTH."""
+    for top_k alone); a request stays within request_rules' bounds."""
 
     def load_context(self, context):
         self.model, self.vocab = checkpoint.load_model(context.artifacts["checkpoint"])
@@ -50,7 +43,7 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
             rows = checked_rows(model_input)
             with self.turns.request(sum(len(row["prime"]) + row["length"] for row in rows)) as request:
                 return [generate(self.model, self.vocab, row["prime"], row["length"], temperature=row["temperature"],
-                                 top_k=row["top_k"], seeds=[row["seed"]], precision=precision,
+                                 top_k=row["top_k"], top_p=row["top_p"], seeds=[row["seed"]], precision=precision,
                                  on_step=request.step)[0] for row in rows]
         except Busy as err:
             raise MlflowException(str(err), error_code=RESOURCE_EXHAUSTED) from None
@@ -63,46 +56,21 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
 
 
 def checked_rows(model_input):
-    """The request's rows as {prime, length, temperature, top_k, seed} of checked plain values."""
+    """The request's rows as {prime, length, temperature, top_k, top_p, seed} of checked plain values."""
     if "prime" not in getattr(model_input, "columns", ()):
         raise CharRNNError("the input needs a 'prime' column")
     records = model_input.to_dict("records")
-    if not 1 <= len(records) <= MAX_ROWS:
-        raise CharRNNError(f"a request has 1 to {MAX_ROWS} rows (got {len(records)})")
-    rows = [{name: _checked(number, name, record.get(name, DEFAULTS.get(name))) for name in ("prime", *DEFAULTS)}
-            for number, record in enumerate(records, 1)]
-    for number, row in enumerate(rows, 1):
-        if len(row["prime"]) > MAX_PRIME:
-            raise CharRNNError(f"row {number}: the prime has {len(row['prime']):,} characters, over the limit of "
-                               f"{MAX_PRIME:,} per prime")
-        if row["length"] > MAX_LENGTH:
-            raise CharRNNError(f"row {number}: length {row['length']:,} is over the limit of {MAX_LENGTH:,} "
-                               "characters per row")
-    total = sum(row["length"] for row in rows)
-    if total > MAX_TOTAL_LENGTH:
-        raise CharRNNError(f"the rows ask for {total:,} characters in all, over the limit of {MAX_TOTAL_LENGTH:,} "
-                           "per request")
+    check_count(len(records))
+    rows = [{name: checked_option(name, record.get(name, OPTIONS.get(name)), f"row {number}: ")
+             for name in ("prime", *OPTIONS)} for number, record in enumerate(records, 1)]
+    check_bounds(rows)
     return rows
-
-
-def _checked(number, name, value):
-    """`value` of the column `name` in row `number` by params.yaml's rule for sample.<name>."""
-    if hasattr(value, "item") and not isinstance(value, str):
-        value = value.item()  # a numpy scalar of the DataFrame
-    if name == "top_k" and isinstance(value, float) and math.isnan(value):
-        value = None  # null in a numeric column: off, as in params.yaml
-    if SCHEMA[f"sample.{name}"].kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)  # a whole number in a column that a null made float; 1.5 stays refused
-    try:
-        return check_value(f"sample.{name}", value, "request")
-    except CharRNNError:
-        raise CharRNNError(f"row {number}: {name} must be {SCHEMA[f'sample.{name}'].rule} (got {value!r})") from None
 
 
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "prime"), ColSpec("long", "length", required=False),
                    ColSpec("double", "temperature", required=False), ColSpec("long", "top_k", required=False),
-                   ColSpec("long", "seed", required=False)]),
+                   ColSpec("double", "top_p", required=False), ColSpec("long", "seed", required=False)]),
     outputs=Schema([ColSpec("string")]),
     params=ParamSchema([ParamSpec("precision", "string", DEFAULT_PRECISION)]),
 )
