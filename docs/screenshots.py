@@ -11,7 +11,10 @@ page has drawn (as a user would), then takes it:
     mlflow-charts.png    the experiment's training runs as charts (the first link)
     mlflow-registry.png  the champion's page in the model registry (the last link)
 
-and `dvc plots show`'s page as dvc-plots.png. That page loads vega from a CDN, which machines here
+and `dvc plots show`'s page as dvc-plots.png; then it runs `charrnn play` as README says and, in
+"Watch it learn", lets the kept checkpoints of the champion's run write 300 characters each:
+
+    play.png             the play page once they have written That page loads vega from a CDN, which machines here
 cannot reach: a copy of the page gets the same files from the npm registry's packages (`npm pack`).
 Needs the `docs` extra (`pip install -e '.[docs]'`: Playwright, which drives the OS's chromium:
 `apt-get install chromium`) and npm.
@@ -37,6 +40,7 @@ WINDOW = {"width": 1500, "height": 1000}
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 PICTURES = {"training runs": "mlflow-charts.png", "the champion": "mlflow-registry.png"}
+PLAY_LENGTH = "300"
 DRAWN = {"mlflow-charts.png": ".js-plotly-plot", "mlflow-registry.png": "text=champion", "dvc-plots.png": ".vega-embed .marks"}
 
 
@@ -55,6 +59,35 @@ def screenshot(playwright, url, path, window=WINDOW):
             raise CharRNNError(f"{url}: {str(err).strip().splitlines()[0]}") from None
         finally:
             browser.close()
+
+
+def play_page(playwright, port):
+    """`charrnn play` on `port`: the champion's run learning, as play.png."""
+    play = subprocess.Popen([str(Path(sys.executable).parent / "charrnn"), "play", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = play.stdout.readline()
+        if not line.startswith("charrnn play: http"):
+            raise CharRNNError(f"charrnn play: {line.strip() or 'exited'}")
+        url = line.split()[2]
+        with tempfile.TemporaryDirectory() as profile:
+            browser = playwright.chromium.launch_persistent_context(
+                profile, executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_FLAGS, viewport=WINDOW)
+            try:
+                page = browser.new_page()
+                page.goto(url)
+                page.click("#mode-learn")
+                page.wait_for_function("document.querySelector('#learn-list').textContent.includes('steps')")
+                page.fill("#length", PLAY_LENGTH)
+                page.click("#write")
+                page.wait_for_function("document.querySelector('#status').textContent.startsWith('done')",
+                                       timeout=120_000)
+                page.screenshot(path=IMG / "play.png")
+            finally:
+                browser.close()
+    finally:
+        play.terminate()
+        play.wait(timeout=30)
 
 
 def ui_links(port):
@@ -120,7 +153,9 @@ def main():
             ui.terminate()
             ui.wait(timeout=30)
         dvc_plots(playwright)
-    print(IMG / "dvc-plots.png")
+        print(IMG / "dvc-plots.png")
+        play_page(playwright, port)
+        print(IMG / "play.png")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ MAY_IMPORT = {
     "generation": {"data", "training", "generation"},
     "serving": {"data", "training", "generation", "serving"},
     "tracking": {"data", "training", "generation", "serving", "tracking", "plots.py"},
-    "commands": {"data", "training", "generation", "serving", "tracking", "commands", "plots.py"},
+    "play": {"data", "training", "generation", "serving", "tracking", "play"},
+    "commands": {"data", "training", "generation", "serving", "tracking", "play", "commands", "plots.py"},
 }
 
 

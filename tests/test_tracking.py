@@ -17,7 +17,8 @@ from charrnn.commands.ui import links
 from charrnn.training import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.training.protocol import PROTOCOL_ID
-from charrnn.tracking.registry import CHAMPION, download_checkpoint, promote, register
+from charrnn.tracking.model_uris import download_checkpoint
+from charrnn.tracking.registry import CHAMPION, promote, register
 from charrnn.tracking.runs import PipelineRun
 from conftest import (
     PIPELINE, assert_clean_error, charrnn, free_port, interrupting, post_json, prepare, run_stage, wait_for,

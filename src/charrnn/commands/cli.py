@@ -23,7 +23,7 @@ def _fetch(args):
 def _sample(args):
     use_threads(args.threads)
     if args.model:
-        from charrnn.tracking.registry import download_checkpoint
+        from charrnn.tracking.model_uris import download_checkpoint
 
         args.checkpoint = download_checkpoint(args.model)
     model, vocab = checkpoint.load_model(args.checkpoint)
@@ -73,6 +73,13 @@ def _ui(args):
     ui(runs.experiment_name(p, name), registry.model_name(name), args.host, args.port)
 
 
+def _play(args):
+    from charrnn.commands.play import play
+
+    use_threads(args.threads)
+    play(args.host, args.port, pick_device(args.device))
+
+
 def _doctor(args):
     from charrnn.commands.doctor import doctor
 
@@ -95,6 +102,13 @@ def _report(args):
     from charrnn.commands.report import write_report
 
     print(f"report written to {write_report(args.base, args.output, args.repro_check)}")
+
+
+def _port(text):
+    """--port's type: a TCP port number."""
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise CharRNNError(f"--port must be a port number from 0 to 65535 (got {text!r})")
+    return int(text)
 
 
 def int_or_null(text):
@@ -215,9 +229,25 @@ def build_parser():
     )
     ui.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: %(default)s, this "
                     "machine only)")
-    ui.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
+    ui.add_argument("--port", type=_port, default=5000, help="(default: %(default)s)")
     ui.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
     ui.set_defaults(run=_ui)
+
+    page = commands.add_parser(
+        "play", help="serve a page for the browser where the models write text as you watch",
+        description="Serves a page on this machine (http://127.0.0.1:5050/ by default) where the registered "
+        "versions of every charrnn-<corpus> model (the champion first) and this workspace's checkpoints "
+        "(models/best.pt, the kept ones) write text from a prime you type, streaming it as it is generated: "
+        "one model, two side by side, or the kept checkpoints of a run one under the other, to watch it "
+        "learn. The options follow the rules of `charrnn sample` and the limits of the served model. Uses "
+        "MLFLOW_TRACKING_URI, else mlruns/mlflow.db. Runs until Ctrl-C.",
+    )
+    page.add_argument("--port", type=_port, default=5050, help="(default: %(default)s)")
+    page.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: %(default)s, this "
+                      "machine only; any other prints a warning: the page is open to whoever reaches it)")
+    page.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _threads_argument(page)
+    page.set_defaults(run=_play)
 
     doctor = commands.add_parser(
         "doctor", help="what this machine will do: device, precision, threads, corpus, MLflow store, and how long "

@@ -3,11 +3,9 @@
 import itertools
 import shutil
 import textwrap
-from pathlib import Path
 
 from charrnn.errors import CharRNNError
 from charrnn.generation.sample import generate
-from charrnn.training import checkpoint
 from charrnn.training.model import shape
 
 MIN_COLUMN = 40  # narrower columns than this: the two texts one after the other
@@ -15,18 +13,11 @@ GUTTER = " | "
 
 
 def load(spec):
-    """(model, vocab, heading) of a model URI (models:/charrnn-anna/1, models:/charrnn-anna@champion,
-    runs:/...) or a checkpoint file; the heading says which version it is, its val loss and size."""
-    if "://" in spec or spec.startswith(("models:/", "runs:/")):
-        from charrnn.tracking.registry import download_checkpoint, version_of
+    """(model, vocab, heading) of a model URI or a checkpoint file (tracking.model_uris.load); the heading
+    says which version it is, its val loss and size."""
+    from charrnn.tracking.model_uris import load as load_model  # MLflow: imported when a command runs
 
-        path, label = download_checkpoint(spec), version_of(spec)
-    elif Path(spec).is_file():
-        path, label = Path(spec), spec
-    else:
-        raise CharRNNError(f"'{spec}' is neither a model URI (e.g. models:/charrnn-anna@champion) nor a checkpoint file")
-    payload = checkpoint.load(path)
-    model, vocab = checkpoint.load_model(path)
+    model, vocab, payload, label = load_model(spec)
     config = payload["model_config"]
     val = f"val {payload['val_loss']:.4f}" if "val_loss" in payload else "val loss unknown"
     size = f"{shape(config)}, {model.num_params():,} parameters"

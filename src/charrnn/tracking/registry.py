@@ -1,10 +1,9 @@
-"""The MLflow model registry: each trained best.pt's logged model a version of charrnn-<corpus>, the
-alias `champion` on the best comparable one, and models loaded back by URI."""
+"""The MLflow model registry: each trained best.pt's logged model a version of charrnn-<corpus>, and the
+alias `champion` on the best comparable one (tracking/model_uris.py loads them back)."""
 
 import math
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -13,7 +12,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 from charrnn.errors import CharRNNError
 from charrnn.params import changed
 from charrnn.tracking.runs import model_safe
-from charrnn.tracking.store import connect, redacted, tracking_uri
 
 CHAMPION = "champion"
 
@@ -148,30 +146,6 @@ def usable(val_loss):
         return math.isfinite(float(val_loss))
     except (TypeError, ValueError):
         return False
-
-
-def download_checkpoint(model_uri):
-    """The best.pt inside a logged model, e.g. models:/charrnn-anna@champion, as a local path."""
-    connect()
-    try:
-        folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
-    except MlflowException as err:
-        raise CharRNNError(f"cannot load {model_uri} from {redacted(tracking_uri())}: {err.message[:200]}") from None
-    found = sorted(Path(folder).glob("artifacts/*.pt"))
-    if not found:
-        raise CharRNNError(f"{model_uri} holds no charrnn checkpoint")
-    return found[0]
-
-
-def version_of(model_uri):
-    """A registry URI in words, e.g. 'charrnn-anna version 3 (@champion)'; any other URI as it is."""
-    if not model_uri.startswith("models:/"):
-        return model_uri
-    name, _, alias = model_uri.removeprefix("models:/").partition("@")
-    if alias:
-        return f"{name} version {connect().get_model_version_by_alias(name, alias).version} (@{alias})"
-    name, _, version = name.partition("/")
-    return f"{name} version {version}" if version.isdigit() else model_uri
 
 
 def _described(key):

@@ -1,0 +1,45 @@
+"""`charrnn play`: the play page (charrnn.play) served on this machine until Ctrl-C."""
+
+import ipaddress
+import socket
+import sys
+
+import uvicorn
+
+from charrnn import project_root
+from charrnn.errors import CharRNNError
+from charrnn.play.app import create_app
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def play(host, port, device):
+    """Serve the page on host:port; another host than loopback only with a warning that says what it opens."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except (OSError, OverflowError) as err:
+        listener.close()
+        raise CharRNNError(f"cannot serve the page on {host}:{port} ({getattr(err, 'strerror', None) or err}): "
+                           "pass another --port or --host") from None
+    port = listener.getsockname()[1]
+    local = is_loopback(host)
+    allowed = [*LOOPBACK_NAMES, host] if local else ["*"]
+    if not local:
+        print(f"WARNING: serving on {host}, not on this machine alone: anyone who reaches port {port} here "
+              "can list this project's models and make this machine's CPU write text with them. Without --host "
+              "the page serves 127.0.0.1 only.", file=sys.stderr, flush=True)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
+    print(f"charrnn play: http://{shown}:{port}/ (models of {project_root()}; Ctrl-C stops it)", flush=True)
+    app = create_app(project_root(), device, allowed)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2))
+    server.run(sockets=[listener])
