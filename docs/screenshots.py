@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from playwright.sync_api import Error as BrowserError, sync_playwright
@@ -44,21 +45,28 @@ PLAY_LENGTH = "300"
 DRAWN = {"mlflow-charts.png": ".js-plotly-plot", "mlflow-registry.png": "text=champion", "dvc-plots.png": ".vega-embed .marks"}
 
 
-def screenshot(playwright, url, path, window=WINDOW):
-    """`url` in a new, empty profile, once what it draws is there (and a moment more), as `path`."""
+@contextmanager
+def fresh_page(playwright, window=WINDOW):
+    """A page of headless Chromium in a new, empty profile, as a new user's browser."""
     with tempfile.TemporaryDirectory() as profile:
         browser = playwright.chromium.launch_persistent_context(
             profile, executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_FLAGS, viewport=window)
         try:
-            page = browser.new_page()
+            yield browser.new_page()
+        finally:
+            browser.close()
+
+
+def screenshot(playwright, url, path, window=WINDOW):
+    """`url` in a new, empty profile, once what it draws is there (and a moment more), as `path`."""
+    with fresh_page(playwright, window) as page:
+        try:
             page.goto(url)
             page.locator(DRAWN[path.name]).first.wait_for(timeout=120_000)
             page.wait_for_timeout(5000)
             page.screenshot(path=path)
         except BrowserError as err:  # say a newer MLflow changed a view: waiting for what
             raise CharRNNError(f"{url}: {str(err).strip().splitlines()[0]}") from None
-        finally:
-            browser.close()
 
 
 def play_page(playwright, port):
@@ -69,22 +77,14 @@ def play_page(playwright, port):
         line = play.stdout.readline()
         if not line.startswith("charrnn play: http"):
             raise CharRNNError(f"charrnn play: {line.strip() or 'exited'}")
-        url = line.split()[2]
-        with tempfile.TemporaryDirectory() as profile:
-            browser = playwright.chromium.launch_persistent_context(
-                profile, executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_FLAGS, viewport=WINDOW)
-            try:
-                page = browser.new_page()
-                page.goto(url)
-                page.click("#mode-learn")
-                page.wait_for_function("document.querySelector('#learn-list').textContent.includes('steps')")
-                page.fill("#length", PLAY_LENGTH)
-                page.click("#write")
-                page.wait_for_function("document.querySelector('#status').textContent.startsWith('done')",
-                                       timeout=120_000)
-                page.screenshot(path=IMG / "play.png")
-            finally:
-                browser.close()
+        with fresh_page(playwright) as page:
+            page.goto(line.split()[2])
+            page.click("#mode-learn")
+            page.wait_for_function("document.querySelector('#learn-list').textContent.includes('steps')")
+            page.fill("#length", PLAY_LENGTH)
+            page.click("#write")
+            page.wait_for_function("document.querySelector('#status').textContent.startsWith('done')", timeout=120_000)
+            page.screenshot(path=IMG / "play.png")
     finally:
         play.terminate()
         play.wait(timeout=30)
