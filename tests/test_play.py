@@ -48,7 +48,7 @@ def test_another_host_than_loopback_is_served_with_a_warning_and_a_link_that_ope
         assert url.startswith("http://127.0.0.1:")
         wait_for(f"{url}api/settings", server)
         with urllib.request.urlopen(f"{url}api/models", timeout=30) as answer:  # an empty project: nothing yet
-            assert json.loads(answer.read()) == {"registered": [], "checkpoints": []}
+            assert json.loads(answer.read()) == {"registered": [], "checkpoints": [], "problem": None}
         assert not (tmp_path / "mlruns").exists()  # looking created no store
     finally:
         server.terminate()
@@ -176,7 +176,7 @@ def test_the_checkpoints_of_a_models_run_write_one_after_another_by_step(page):
     ({"models": ["models/best.pt"], "prime": PRIME, "length": 10_001}, 400, "over the limit of 10,000 characters"),
     ({"models": ["models/best.pt"] * 3, "prime": PRIME, "length": 9000}, 400, "27,000 characters in all, over the limit of 20,000 per request"),
     ({"models": ["models/best.pt"] * 17, "prime": PRIME}, 400, "a request has 1 to 16 models (got 17)"),
-    ({"models": [], "prime": PRIME}, 400, "a request has 1 to 64 models (got 0)"),
+    ({"models": [], "prime": PRIME}, 400, "a request has 1 to 16 models (got 0)"),
     ({"models": "models/best.pt", "prime": PRIME}, 400, "'models' must be a list"),
     ({"models": ["/etc/passwd"], "prime": PRIME}, 400, "unknown model '/etc/passwd'"),
     ({"models": ["models/../params.yaml"], "prime": PRIME}, 400, "unknown model"),
@@ -191,6 +191,37 @@ def test_a_bad_request_is_one_line_naming_the_problem(page, body, status, messag
     assert answer[0] == status, answer
     error = answer[1]["error"]
     assert message in error and "\n" not in error and "Traceback" not in error and str(page.built.root) not in error
+
+
+def test_another_sites_page_cannot_make_it_write(page):
+    # a form or fetch from elsewhere without a CORS preflight can only send text/plain; a browser marks it
+    assert post(page, {"models": ["models/best.pt"], "prime": PRIME}, {"Content-Type": "text/plain"})[0] == 415
+    assert post(page, {"models": ["models/best.pt"], "prime": PRIME}, {"Sec-Fetch-Site": "cross-site"})[0] == 403
+    assert post(page, {"models": ["models/best.pt"], "prime": PRIME}, {"Sec-Fetch-Site": "same-origin"})[0] == 200
+
+
+def test_large_requests_in_flight_are_bounded_and_closing_them_frees_their_places(page):
+    from charrnn.serving.turns import MAX_LARGE
+
+    long = json.dumps({"models": ["models/best.pt"] * 2, "prime": PRIME, "length": 10_000, "top_p": 0.5}).encode()
+    opened = []
+    try:
+        for _ in range(MAX_LARGE):  # one computes, the others wait for their turn
+            connection = http.client.HTTPConnection("127.0.0.1", page.port, timeout=60)
+            connection.request("POST", "/api/generate", long, {"Content-Type": "application/json"})
+            assert connection.getresponse().readline().startswith(b"event: start")
+            opened.append(connection)
+        time.sleep(0.3)
+        refused = post(page, json.loads(long))[1]
+        assert refused[-1] == ("error", {"message": f"the server is busy with {MAX_LARGE} large requests (over "
+                                                    "1,000 characters); retry later"})
+    finally:
+        for connection in opened:  # every tab closes: the one computing and those waiting
+            connection.close()
+    time.sleep(0.5)
+    status, stream = post(page, {"models": ["models/best.pt"] * 2, "prime": PRIME, "length": 1000})
+    assert stream[-1][0] == "done"  # a large request is admitted again
+    assert_idle(page.server)
 
 
 def test_the_page_answers_its_own_host_names_only(page):

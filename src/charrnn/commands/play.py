@@ -33,7 +33,8 @@ def play(host, port, device):
                            "pass another --port or --host") from None
     port = listener.getsockname()[1]
     local = is_loopback(host)
-    allowed = [*LOOPBACK_NAMES, host] if local else ["*"]
+    # the names a browser sends as Host (an IPv6 address in brackets); any, where the user opened it up
+    allowed = [*LOOPBACK_NAMES, "[::1]", host, f"[{host}]"] if local else ["*"]
     if not local:
         print(f"WARNING: serving on {host}, not on this machine alone: anyone who reaches port {port} here "
               "can list this project's models and make this machine's CPU write text with them. Without --host "

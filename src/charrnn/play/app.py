@@ -6,10 +6,16 @@ that side-by-side texts grow together. A request is checked by the served model'
 (serving/request_rules.py) before any work, and computes through the served model's turns
 (serving/turns.py): one request at a time, the one with the fewest characters left first, a large
 one refused while the server is busy. A closed tab or the page's Stop ends the request: the stream is
-cancelled when the connection closes, and no further character is computed for it.
+cancelled when the connection closes, and the request stops at its next character (or leaves the
+queue, if it was waiting for its turn).
+
+Each request waits for its turn and computes in a thread of a pool of its own (GENERATION_THREADS;
+more requests in flight are refused as busy), so that requests waiting never take the thread the one
+computing needs, and listing models never waits for generation.
 """
 
 import json
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -26,21 +32,22 @@ from charrnn.errors import CharRNNError
 from charrnn.generation.sample import writing
 from charrnn.params import GENERATION_PRECISIONS, SCHEMA, check_value
 from charrnn.play.catalogue import Catalogue
-from charrnn.serving.request_rules import (MAX_LENGTH, MAX_PRIME, MAX_TOTAL_LENGTH, OPTIONS, check_bounds,
-                                           check_count, checked_option)
-from charrnn.serving.turns import Turns
+from charrnn.serving.request_rules import MAX_LENGTH, MAX_PRIME, MAX_TOTAL_LENGTH, OPTIONS, check_bounds, checked_option
+from charrnn.serving.turns import Stopped, Turns
 
 PAGE = Path(__file__).parent / "page"
 MAX_BODY = 256 * 1024  # bytes of a request's JSON: a prime of MAX_PRIME characters, escaped, fits
 MAX_MODELS = 16  # models writing in one request (watch it learn: the page spreads its choice over the run)
 TIMEOUT = 120  # seconds a request may compute, waiting included
 FLUSH = 0.05  # seconds between the text events of a request
+GENERATION_THREADS = 8  # requests in flight (waiting or computing), each in a thread of its own
 FAILED = "the model failed to write (the server's log has the details)"
 
 
 def create_app(root, device="cpu", allowed_hosts=("127.0.0.1", "localhost")):
     """The app serving the project in `root` (its models/ and its MLflow store), generating on `device`."""
-    catalogue, turns = Catalogue(root), Turns(timeout=TIMEOUT)
+    catalogue, turns = Catalogue(root), Turns(timeout=TIMEOUT, max_in_flight=GENERATION_THREADS)
+    threads = []  # the generation threads' limiter, made in the server's event loop (anyio needs one)
 
     async def models(request):
         return await _answer(catalogue.listing)
@@ -49,6 +56,13 @@ def create_app(root, device="cpu", allowed_hosts=("127.0.0.1", "localhost")):
         return await _answer(lambda: {"checkpoints": catalogue.learning(request.query_params.get("model", ""))})
 
     async def generate(request):
+        if request.headers.get("sec-fetch-site") == "cross-site":  # another site's page posting here
+            return JSONResponse({"error": "requests from other sites are refused"}, status_code=403)
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            # a page elsewhere can send text/plain without asking; application/json needs the browser's
+            # CORS preflight, which this server never grants
+            return JSONResponse({"error": "the request body must be JSON (Content-Type: application/json)"},
+                                status_code=415)
         try:
             asked = await _json_body(request)
             job = await run_in_threadpool(Job, catalogue, turns, asked, device)
@@ -57,7 +71,9 @@ def create_app(root, device="cpu", allowed_hosts=("127.0.0.1", "localhost")):
         except Exception:
             traceback.print_exc()
             return JSONResponse({"error": FAILED}, status_code=500)
-        return StreamingResponse(_in_thread(job.events()), media_type="text/event-stream",
+        if not threads:
+            threads.append(anyio.CapacityLimiter(GENERATION_THREADS))
+        return StreamingResponse(_in_thread(job, threads[0]), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
     async def settings(request):
@@ -105,18 +121,21 @@ async def _json_body(request):
     return asked
 
 
-async def _in_thread(events):
-    """A sync generator's items, each computed in a worker thread; closed when the response ends or its
-    connection closes (Starlette cancels the stream: the step in progress ends, no other starts)."""
+async def _in_thread(job, threads):
+    """The job's events, each computed in a thread of `threads`. When the connection closes, Starlette
+    cancels the stream: the job is told to stop, and its thread, left to end on its own, stops at the
+    next character or leaves the queue of turns."""
+    events = job.events()
     try:
-        while (event := await anyio.to_thread.run_sync(next, events, None)) is not None:
+        while (event := await anyio.to_thread.run_sync(next, events, None, abandon_on_cancel=True,
+                                                       limiter=threads)) is not None:
             yield event
     finally:
-        events.close()
+        job.stop()
 
 
 def sse(name, data):
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+    return f"event: {name}\ndata: {json.dumps(data, allow_nan=False)}\n\n"
 
 
 class Job:
@@ -126,8 +145,7 @@ class Job:
         ids = asked.get("models")
         if not isinstance(ids, list):
             raise CharRNNError("'models' must be a list of the models to write with")
-        check_count(len(ids), "models")
-        if len(ids) > MAX_MODELS:
+        if not 1 <= len(ids) <= MAX_MODELS:
             raise CharRNNError(f"a request has 1 to {MAX_MODELS} models (got {len(ids)})")
         unknown = sorted(set(asked) - {"models", "prime", "precision", *OPTIONS})
         if unknown:
@@ -149,6 +167,12 @@ class Job:
                                          precision=precision)
             self.streams.append((vocab, steps, {**facts, "precision": used}))
         self.turns, self.prime, self.length = turns, prime, options["length"]
+        self.stopped = threading.Event()
+
+    def stop(self):
+        """Whoever asked is gone: stop at the next character, or leave the queue."""
+        self.stopped.set()
+        self.turns.wake()
 
     def events(self):
         """The request's events: `start` (each text's model and prime), `text` (the characters written
@@ -158,7 +182,7 @@ class Job:
         pending = [[] for _ in self.streams]
         try:
             cost = len(self.streams) * (len(self.prime) + self.length)
-            with self.turns.request(cost) as request:
+            with self.turns.request(cost, self.stopped) as request:
                 flushed = time.monotonic()
                 for _ in range(self.length):
                     for stream, (vocab, steps, _) in zip(pending, self.streams):
@@ -171,6 +195,8 @@ class Job:
             if any(pending):
                 yield sse("text", {"texts": ["".join(stream) for stream in pending]})
             yield sse("done", {"characters": written, "seconds": round(time.monotonic() - started, 3)})
+        except Stopped:
+            return  # nobody to tell
         except CharRNNError as err:
             yield sse("error", {"message": str(err)})
         except Exception:

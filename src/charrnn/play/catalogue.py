@@ -21,7 +21,7 @@ from charrnn.training import checkpoint
 from charrnn.training.model import shape
 
 MODELS = Path("models")
-REGISTERED = re.compile(r"models:/(charrnn-[\w-]+)(?:/(\d+)|@([\w-]+))")
+REGISTERED = re.compile(r"models:/(charrnn-[^/@']+)(?:/(\d+)|@([\w-]+))")
 LOGGED = re.compile(r"models:/(m-[0-9a-f]+)")
 CACHED_MODELS = 16  # models kept loaded (a 2x512 LSTM is ~13 MB)
 
@@ -52,8 +52,13 @@ class Catalogue:
     # ---- what the page lists
 
     def listing(self):
-        """{"registered": [...], "checkpoints": [...]}: each an {"id", "label", "group"} the page offers."""
-        return {"registered": self.registered(), "checkpoints": self.workspace()}
+        """{"registered": [...], "checkpoints": [...], "problem"}: each an {"id", "label", "group"} the page
+        offers; a store it cannot read leaves the workspace's checkpoints on offer and says why."""
+        try:
+            registered, problem = self.registered(), None
+        except (CharRNNError, MlflowException) as err:
+            registered, problem = [], f"the registry cannot be read: {store.scrubbed(str(err)).splitlines()[0][:300]}"
+        return {"registered": registered, "checkpoints": self.workspace(), "problem": problem}
 
     def registered(self):
         """Every version of every charrnn-<corpus> registered model: per model its champion first (by
@@ -62,8 +67,8 @@ class Catalogue:
         if client is None:
             return []
         found = []
-        for model in sorted(client.search_registered_models(filter_string="name LIKE 'charrnn-%'"),
-                            key=lambda m: m.name):
+        models = client.search_registered_models(filter_string="name LIKE 'charrnn-%'")
+        for model in sorted((m for m in models if REGISTERED.fullmatch(f"models:/{m.name}/1")), key=lambda m: m.name):
             versions = sorted(client.search_model_versions(f"name='{model.name}'"), key=lambda v: -int(v.version))
             by_number = {str(v.version): v for v in versions}
             for alias, number in sorted((model.aliases or {}).items(), key=lambda item: item[0] != "champion"):
@@ -99,7 +104,10 @@ class Catalogue:
 
     def _facts(self, path):
         full = self.root / path
-        stat = full.stat()
+        try:
+            stat = full.stat()
+        except OSError:  # gone since it was listed (a new training run)
+            return None
         key = (str(path), stat.st_mtime_ns, stat.st_size)
         if key not in self._payloads:
             try:
@@ -119,15 +127,18 @@ class Catalogue:
 
     def _logged_checkpoints(self, model_id):
         client = self._store_client()
+        if LOGGED.fullmatch(model_id):
+            self._logged_checkpoint(model_id)
         try:
             if LOGGED.fullmatch(model_id):
                 run_id = client.get_logged_model(model_id.removeprefix("models:/")).source_run_id
             else:
                 run_id = self._version(model_id).run_id
             experiment = client.get_run(run_id).info.experiment_id
-            logged = client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
+            logged = _every_page(lambda token: client.search_logged_models(
+                [experiment], filter_string=f"source_run_id = '{run_id}'", page_token=token))
         except MlflowException as err:
-            raise CharRNNError(f"cannot read the run of {model_id}: {err.message[:200]}") from None
+            raise CharRNNError(f"cannot read the run of {model_id}: {store.scrubbed(err.message)[:200]}") from None
         entries = []
         for model in logged:
             metrics = {m.key: m for m in model.metrics or []}
@@ -147,7 +158,10 @@ class Catalogue:
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]
-        model, vocab, payload, _ = model_uris.load(fetch)
+        try:
+            model, vocab, payload, _ = model_uris.load(fetch)
+        except CharRNNError as err:  # a file's message names it by its path in this project, never absolute
+            raise CharRNNError(str(err).replace(f"{self.root}/", "")) from None
         loaded = model, vocab, {**_facts_of(payload), "label": model_id}
         with self._lock:
             self._loaded[key] = loaded
@@ -164,15 +178,24 @@ class Catalogue:
             uri = f"models:/{version.name}/{version.version}"
             return uri, uri
         if LOGGED.fullmatch(model_id):
-            self._store_client()
+            self._logged_checkpoint(model_id)
             return model_id, model_id
         path = self._workspace_path(model_id)
         stat = (self.root / path).stat()
         return (str(path), stat.st_mtime_ns, stat.st_size), str(self.root / path)
 
+    def _logged_checkpoint(self, model_id):
+        """Refuse a logged model that is not a charrnn checkpoint (log_models tags each with its file)."""
+        try:
+            logged = self._store_client().get_logged_model(model_id.removeprefix("models:/"))
+        except MlflowException:
+            logged = None
+        if logged is None or "checkpoint" not in (logged.tags or {}):
+            raise CharRNNError(f"no charrnn checkpoint {model_id} in the MLflow store")
+
     def _workspace_path(self, model_id):
         path = Path(model_id)
-        if path not in self._workspace_files():
+        if path not in self._workspace_files() or self._facts(path) is None:
             raise CharRNNError(f"unknown model {model_id[:200]!r}: choose one the page lists (a registered version, "
                                "models/best.pt or a kept checkpoint)")
         return path
@@ -195,9 +218,21 @@ class Catalogue:
         return client
 
 
+def _every_page(search):
+    """Every item of an MLflow search, page after page (`search(page_token)`)."""
+    found, token = [], None
+    while True:
+        page = search(token)
+        found += list(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return found
+
+
 def _facts_of(payload):
     config = payload["model_config"]
     val = payload.get("val_loss")
+    val = float(val) if isinstance(val, (int, float)) and math.isfinite(val) else None
     return {"val_loss": val, "val_bpc": bits(val), "step": payload.get("step"), "shape": shape(config),
             "corpus": payload["vocab"]["corpus"]}
 

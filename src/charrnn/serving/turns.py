@@ -34,6 +34,10 @@ class TimedOut(CharRNNError):
     """The server's timeout has passed: it answered 504 already, the work stops."""
 
 
+class Stopped(CharRNNError):
+    """Whoever asked is gone (the play page's tab closed, or Stop): the work stops."""
+
+
 def server_timeout():
     """The scoring server's own request timeout (MLflow sets it for the server's process)."""
     return float(os.environ.get("MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", 60))
@@ -42,8 +46,8 @@ def server_timeout():
 class Turns:
     """The requests in flight and whose turn it is to compute."""
 
-    def __init__(self, max_large=MAX_LARGE, timeout=None):
-        self.max_large, self.timeout = max_large, timeout
+    def __init__(self, max_large=MAX_LARGE, timeout=None, max_in_flight=None):
+        self.max_large, self.timeout, self.max_in_flight = max_large, timeout, max_in_flight
         self._changed = threading.Condition()
         self._waiting = []  # heap of (characters left, arrival, request)
         self._arrival = itertools.count()
@@ -57,13 +61,17 @@ class Turns:
         return sum(request.large for request in self._admitted)
 
     @contextmanager
-    def request(self, cost):
+    def request(self, cost, stopped=None):
         """A request of `cost` characters, admitted or refused (Busy); yields its Request, whose
         `step` generate() calls after each character. The turn is the request's from entry to exit
-        but for the slices it hands to smaller ones."""
+        but for the slices it hands to smaller ones. Once the threading.Event `stopped` is set (and
+        wake() called), the request stops waiting or computing (Stopped). With `max_in_flight`, a
+        request beyond that many admitted ones is refused, small or large (each waits in a thread)."""
         timeout = server_timeout() if self.timeout is None else self.timeout
-        request = Request(self, cost, time.monotonic() + timeout)
+        request = Request(self, cost, time.monotonic() + timeout, stopped)
         with self._changed:
+            if self.max_in_flight is not None and len(self._admitted) >= self.max_in_flight:
+                raise Busy(f"the server is busy with {len(self._admitted)} requests; retry later")
             in_flight = self.large_in_flight
             if request.large and in_flight >= (self.max_large if self.rate else 1):  # one until the speed is known
                 raise Busy(f"the server is busy with {in_flight} large requests (over {SMALL:,} characters); "
@@ -86,9 +94,15 @@ class Turns:
                 self._changed.notify_all()
 
 
+    def wake(self):
+        """Let every waiting request look again (at its `stopped` event)."""
+        with self._changed:
+            self._changed.notify_all()
+
+
 class Request:
-    def __init__(self, turns, cost, deadline):
-        self.turns, self.left, self.deadline, self.steps = turns, cost, deadline, 0
+    def __init__(self, turns, cost, deadline, stopped=None):
+        self.turns, self.left, self.deadline, self.steps, self.stopped = turns, cost, deadline, 0, stopped
         self.large = cost > SMALL
         self.slice_start = None
 
@@ -98,6 +112,7 @@ class Request:
         with turns._changed:
             heapq.heappush(turns._waiting, (self.left, next(turns._arrival), self))
             while turns._computing is not None or turns._waiting[0][2] is not self:
+                self._check_stopped()
                 if not turns._changed.wait(timeout=max(0.0, self.deadline - time.monotonic())):
                     self._check_deadline()
             heapq.heappop(turns._waiting)
@@ -109,6 +124,7 @@ class Request:
         SLICE steps hand the turn to a waiting request with fewer characters left."""
         self.steps += 1
         self.left -= 1
+        self._check_stopped()
         if self.steps % SLICE:
             return
         self._check_deadline()
@@ -123,6 +139,10 @@ class Request:
             turns._computing = None
             turns._changed.notify_all()
         self.wait_turn()
+
+    def _check_stopped(self):
+        if self.stopped is not None and self.stopped.is_set():
+            raise Stopped("stopped: whoever asked is gone")
 
     def _check_deadline(self):
         if time.monotonic() > self.deadline:

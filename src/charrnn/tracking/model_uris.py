@@ -7,7 +7,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from charrnn.errors import CharRNNError
-from charrnn.tracking.store import connect, redacted, tracking_uri
+from charrnn.tracking.store import connect, redacted, scrubbed, tracking_uri
 from charrnn.training import checkpoint
 
 
@@ -17,7 +17,7 @@ def download_checkpoint(model_uri):
     try:
         folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
     except MlflowException as err:
-        raise CharRNNError(f"cannot load {model_uri} from {redacted(tracking_uri())}: {err.message[:200]}") from None
+        raise CharRNNError(f"cannot load {model_uri} from {redacted(tracking_uri())}: {scrubbed(err.message)[:200]}") from None
     found = sorted(Path(folder).glob("artifacts/*.pt"))
     if not found:
         raise CharRNNError(f"{model_uri} holds no charrnn checkpoint")

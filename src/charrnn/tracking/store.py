@@ -81,10 +81,16 @@ def connect():
     except CharRNNError:
         raise
     except Exception as err:  # the store's own error (MLflow's, the database driver's): one line, no secrets
-        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        secret = urllib.parse.urlsplit(uri).password
-        line = line.replace(uri, redacted(uri)).replace(secret, "***") if secret else line
+        line = scrubbed((str(err).strip().splitlines() or [type(err).__name__])[0], uri)
         raise CharRNNError(f"cannot use the MLflow store {redacted(uri)}: {line[:300]}") from None
+
+
+def scrubbed(text, uri=None):
+    """`text` (an error of MLflow's, which may quote the store's URI) without the credentials of `uri`
+    (default: the tracking URI)."""
+    uri = uri or tracking_uri()
+    secret = urllib.parse.urlsplit(uri).password
+    return text.replace(uri, redacted(uri)).replace(secret, "***") if secret else text
 
 
 def _reach_database(uri):

@@ -14,6 +14,7 @@ let learning = [];       // the checkpoints of the chosen model's run (watch it 
 let maxModels = 16;
 let running = null;      // the AbortController of the request in flight
 let ready = null;        // settled once the settings and the models are on the page
+let learningRead = null; // the reading of `learning` in progress (the latest one counts)
 
 async function getJSON(url) {
   const response = await fetch(url);
@@ -69,18 +70,26 @@ function spread(entries, count) {
   return picked;
 }
 
-async function loadLearning() {
+function loadLearning() {
+  learningRead = readLearning();
+  return learningRead;
+}
+
+async function readLearning() {
+  learning = [];
   $("learn-list").textContent = "reading the run's checkpoints…";
   await ready;
+  const read = learningRead;
   try {
     const {checkpoints} = await getJSON(`/api/learning?model=${encodeURIComponent($("model-a").value)}`);
+    if (read !== learningRead) return;  // another model or mode was chosen meanwhile
     learning = spread(checkpoints, maxModels);
     for (const entry of checkpoints) labels.set(entry.id, entry.label);
     $("learn-list").textContent = learning.length
       ? `${learning.length} checkpoints of this model's run, at steps ${learning.map((entry) => entry.step).join(", ")}`
       : "this model's run kept no checkpoints";
   } catch (err) {
-    learning = [];
+    if (read !== learningRead) return;
     $("learn-list").textContent = "";
     showError(err.message);
   }
@@ -132,11 +141,12 @@ function panes(start) {
 
 async function write(event) {
   event.preventDefault();
-  showError("");
-  if (mode === "learn" && !learning.length) await loadLearning();
+  if (running) return;  // one request at a time from a page
   running = new AbortController();
   $("write").disabled = true;
   $("stop").disabled = false;
+  showError("");
+  if (mode === "learn") await learningRead;
   $("status").textContent = "waiting for the model…";
   let texts = [];
   try {
@@ -183,6 +193,7 @@ async function write(event) {
       $("status").textContent = "";
     }
   } finally {
+    running.abort();  // whatever ended the reading, the server stops writing
     running = null;
     $("write").disabled = false;
     $("stop").disabled = true;
@@ -205,6 +216,7 @@ async function init() {
     const catalogue = await getJSON("/api/models");
     const entries = [...catalogue.registered, ...catalogue.checkpoints];
     labels = new Map(entries.map((entry) => [entry.id, entry.label]));
+    if (catalogue.problem) showError(catalogue.problem);
     if (!entries.length) {
       showError("No model yet: run `dvc repro` in the project, then reload this page.");
       $("write").disabled = true;
