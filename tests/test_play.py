@@ -299,10 +299,11 @@ def text_lengths(tab, seconds=20):
     """The lengths of the panes' texts each time they change, until the page says done (or stopped)."""
     seen, deadline = [], time.time() + seconds
     while time.time() < deadline:
+        ended = tab.locator("#status").text_content().startswith(("done", "stopped"))  # before the lengths:
         lengths = tab.eval_on_selector_all(".pane-text", "panes => panes.map(p => p.textContent.length)")
-        if not seen or lengths != seen[-1]:
+        if not seen or lengths != seen[-1]:  # read after it, they are the final ones
             seen.append(lengths)
-        if tab.locator("#status").text_content().startswith(("done", "stopped")):
+        if ended:
             return seen
         tab.wait_for_timeout(20)
     raise AssertionError(f"not done in {seconds} s: {tab.locator('#status').text_content()!r}, {seen[-3:]}")
