@@ -8,7 +8,7 @@ import math
 from charrnn.errors import CharRNNError
 from charrnn.params import SCHEMA, check_value
 
-MAX_ROWS = 64  # texts written by one request (rows of the served model, models of the play page)
+MAX_ROWS = 64  # texts written by one request of the served model (the play page has its own MAX_MODELS)
 MAX_PRIME = 10_000  # characters of a prime
 MAX_LENGTH = 10_000  # characters to write in one text
 MAX_TOTAL_LENGTH = 20_000  # characters to write in the whole request
@@ -30,10 +30,10 @@ def checked_option(name, value, where=""):
         raise CharRNNError(f"{where}{name} must be {SCHEMA[f'sample.{name}'].rule} (got {value!r})") from None
 
 
-def check_count(count, what="rows"):
-    """Refuse a request for no text or more than MAX_ROWS, before any of them is read."""
+def check_count(count):
+    """Refuse a request for no row or more than MAX_ROWS, before any of them is read."""
     if not 1 <= count <= MAX_ROWS:
-        raise CharRNNError(f"a request has 1 to {MAX_ROWS} {what} (got {count})")
+        raise CharRNNError(f"a request has 1 to {MAX_ROWS} rows (got {count})")
 
 
 def check_bounds(texts):

@@ -93,7 +93,6 @@ class Turns:
                 self._admitted.discard(request)
                 self._changed.notify_all()
 
-
     def wake(self):
         """Let every waiting request look again (at its `stopped` event)."""
         with self._changed:
