@@ -102,17 +102,22 @@ class Catalogue:
         files = [self.root / MODELS / "best.pt", *(self.root / MODELS / "checkpoints").glob("*.pt")]
         return [path.relative_to(self.root) for path in files if path.is_file()]
 
-    def _facts(self, path):
-        full = self.root / path
+    def _stamp(self, path):
+        """(path, mtime, size) of a workspace checkpoint: its identity until it is rewritten; None once gone
+        (a new training run)."""
         try:
-            stat = full.stat()
-        except OSError:  # gone since it was listed (a new training run)
+            stat = (self.root / path).stat()
+        except OSError:
             return None
-        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        return str(path), stat.st_mtime_ns, stat.st_size
+
+    def _facts(self, path):
+        key = self._stamp(path)
+        if key is None:
+            return None
         if key not in self._payloads:
             try:
-                payload = checkpoint.load(full)
-                self._payloads[key] = _facts_of(payload)
+                self._payloads[key] = _facts_of(checkpoint.load(self.root / path))
             except (CharRNNError, KeyError, TypeError):
                 self._payloads[key] = None
         return self._payloads[key]
@@ -123,7 +128,7 @@ class Catalogue:
         if LOGGED.fullmatch(model_id) or REGISTERED.fullmatch(model_id):
             return self._logged_checkpoints(model_id)
         self._workspace_path(model_id)
-        return sorted(self.workspace(), key=lambda entry: (entry["step"], entry["id"].endswith("best.pt")))
+        return sorted(self.workspace(), key=lambda entry: (entry["step"] or 0, entry["id"].endswith("best.pt")))
 
     def _logged_checkpoints(self, model_id):
         client = self._store_client()
@@ -180,9 +185,8 @@ class Catalogue:
         if LOGGED.fullmatch(model_id):
             self._logged_checkpoint(model_id)
             return model_id, model_id
-        path = self._workspace_path(model_id)
-        stat = (self.root / path).stat()
-        return (str(path), stat.st_mtime_ns, stat.st_size), str(self.root / path)
+        path = self._workspace_path(model_id)  # readable a moment ago: its stamp is there
+        return self._stamp(path), str(self.root / path)
 
     def _logged_checkpoint(self, model_id):
         """Refuse a logged model that is not a charrnn checkpoint (log_models tags each with its file)."""
