@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))  # `import peer` from any working directory
+sys.path.insert(1, str(Path(__file__).parent.parent / "tests"))  # the tests' helpers: an interrupted training
 
+from charrnn.core.device import has_bf16_kernels  # noqa: E402
 from charrnn.data import corpus  # noqa: E402
 from charrnn.data.batches import load_ids  # noqa: E402
 from charrnn.data.prepare import encode_file  # noqa: E402
 from charrnn.data.vocab import Vocab  # noqa: E402
-from charrnn.training.device import has_bf16_kernels  # noqa: E402
 
 DATA_DIR = Path(__file__).parent / ".data"
 PARAMS_FILE = Path(__file__).parent.parent / "params.yaml"  # the project's defaults

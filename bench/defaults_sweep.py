@@ -13,17 +13,19 @@ without bf16 kernels trains in): bench/README.md has the runs.
 """
 
 import argparse
+import dataclasses
 import tempfile
 import time
 
 from common import PARAMS_FILE, corpus_ids, machine
+
 from charrnn import params
+from charrnn.core.device import use_threads
+from charrnn.core.model import shape
 from charrnn.data.batches import num_windows
 from charrnn.data.split import split_bounds
 from charrnn.errors import exit_on_error
-from charrnn.training.device import use_threads
 from charrnn.training.loop import train
-from charrnn.training.model import shape
 
 
 @exit_on_error
@@ -40,15 +42,15 @@ def main():
     print(f"machine: {machine()}")
     print(f"anna: {len(train_ids):,} train / {len(val_ids):,} val characters; precision {args.precision}")
     for pairs in args.set or [[]]:
-        p = params.with_overrides(base, pairs)
-        p.update(precision=args.precision, keep_checkpoints=0, resume=False)
-        use_threads(p["threads"])
-        total = p["epochs"] * num_windows(train_ids, p["batch_size"], p["num_steps"])
+        p = dataclasses.replace(params.with_overrides(base, pairs), precision=args.precision, keep_checkpoints=0,
+                                resume=False)
+        use_threads(p.threads)
+        total = p.epochs * num_windows(train_ids, p.batch_size, p.num_steps)
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
             metrics, _ = train(p, train_ids, val_ids, vocab, out)
             seconds = time.perf_counter() - start
-        print(f"RESULT {' '.join(pairs) or '(params.yaml)'}: {shape(p)}, {total:,} steps; "
+        print(f"RESULT {' '.join(pairs) or '(params.yaml)'}: {shape(p.model_config())}, {total:,} steps; "
               f"{seconds:.0f} s, {metrics['chars_per_sec']:,.0f} chars/s, best val {metrics['best_val_loss']:.4f} "
               f"at step {metrics['best_step']}", flush=True)
 

@@ -16,16 +16,16 @@ training speed and threads, read from the clone's MLflow store:
 import argparse
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from common import machine
-from pipeline import REPO, run
-from charrnn.data import corpus
+from pipeline import REPO, bench_environment, run
+
+from charrnn.commands.scratch import PIPELINE_FILES, copy_project
+from charrnn.dvc_exp import queue_workers
 from charrnn.errors import CharRNNError, exit_on_error
-from charrnn.training.device import queue_workers
 
 WAYS = [("-j 1, threads auto", 1, "auto"), ("-j 2, threads auto", 2, "auto"),
         ("-j 2, threads = CPUs (before)", 2, len(os.sched_getaffinity(0)))]
@@ -55,16 +55,11 @@ def main():
     parser.add_argument("--set", nargs="*", default=["lstm_size=256", "epochs=1"], metavar="KEY=VALUE",
                         help="params of both experiments (default: %(default)s)")
     args = parser.parse_args()
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
-    env.pop("MLFLOW_TRACKING_URI", None)  # the scratch clone's own store
-    env.pop("OMP_NUM_THREADS", None)  # auto must see the queue
-    if env.get(corpus.MIRROR_ENV):
-        env[corpus.MIRROR_ENV] = str((REPO / env[corpus.MIRROR_ENV]).resolve())
-
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as scratch:
-        project = Path(scratch) / "project"
-        subprocess.run(["git", "clone", "-q", str(REPO), str(project)], check=True)
+        project = copy_project(REPO, Path(scratch) / "project", PIPELINE_FILES)
+        env = bench_environment(project)
+        env.pop("OMP_NUM_THREADS", None)  # auto must see the queue
         run(["dvc", "repro", "split"], project, env)
         results, seed = [], 0
         for label, jobs, threads in WAYS:

@@ -19,18 +19,18 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-
 from common import corpus_ids, device_sync, gpu_limits, machine
-from charrnn import params
-from charrnn.training import checkpoint, distributed
-from charrnn.data.batches import windows
-from charrnn.training.run import Checkpointer
-from charrnn.training.device import pick_device, precision_context, resolve_precision
-from charrnn.errors import CharRNNError, exit_on_error
-from charrnn.training.model import CharRNN
-from charrnn.generation.sample import generate
-from charrnn.training.loop import train, train_step
+from helpers.training import Killed, dying_after_checkpoint  # tests/helpers, on the path by common
 
+from charrnn import params
+from charrnn.core import checkpoint
+from charrnn.core.device import pick_device, precision_context, resolve_precision
+from charrnn.core.model import CharRNN
+from charrnn.data.batches import windows
+from charrnn.errors import CharRNNError, exit_on_error
+from charrnn.generation.sample import generate
+from charrnn.training import distributed
+from charrnn.training.loop import train, train_step
 
 
 def shakespeare(length):
@@ -159,10 +159,6 @@ def compare(a_history, a_state, b_history, b_state):
     return f"differ: val loss by up to {val_diff:.2e}, weights by up to {diff:.2e}"
 
 
-class Killed(BaseException):
-    """Stands in for kill -9 right after a checkpoint (as tests/test_train.py)."""
-
-
 def check_resume(device):
     """Per case: two uninterrupted runs (run to run) and a run killed after its 4th checkpoint, resumed."""
     is_cuda = torch.device(device).type == "cuda"
@@ -177,7 +173,6 @@ def check_resume(device):
         ("2 layers, dropout 0.3, fp32, cudnn.deterministic", dict(dropout=0.3, precision="fp32"), True),
         ("2 layers, dropout 0, fp32, cudnn.deterministic", dict(dropout=0.0, precision="fp32"), True),
     ]
-    real_checkpoint = Checkpointer.checkpoint
     for name, overrides, deterministic in cases:
         p = run_params(device, **base, **overrides)
         torch.backends.cudnn.deterministic = deterministic
@@ -189,22 +184,11 @@ def check_resume(device):
                     _, history = train(p, train_ids, val_ids, vocab, out / run)
                 runs[run] = history, checkpoint.load(out / run / "last.pt")["model_state"]
 
-            calls = []
-
-            def checkpoint_then_die(self, *args):
-                real_checkpoint(self, *args)
-                calls.append(1)
-                if len(calls) == 4:
-                    raise Killed
-
-            Checkpointer.checkpoint = checkpoint_then_die
-            try:
-                with redirect_stdout(io.StringIO()):
+            with dying_after_checkpoint(4), redirect_stdout(io.StringIO()):
+                try:
                     train(p, train_ids, val_ids, vocab, out / "cut")
-            except Killed:
-                pass
-            finally:
-                Checkpointer.checkpoint = real_checkpoint
+                except Killed:
+                    pass
             with redirect_stdout(io.StringIO()) as said:
                 _, history = train(p, train_ids, val_ids, vocab, out / "cut")
             if "resuming from" not in said.getvalue():

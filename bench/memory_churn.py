@@ -24,19 +24,19 @@ from common import corpus_ids
 from charrnn import params
 from charrnn.data.batches import windows
 from charrnn.generation.sample import generate
-from charrnn.training.device import precision_context, resolve_precision
-from charrnn.training.evaluate import evaluate
+from charrnn.core.device import precision_context, resolve_precision
+from charrnn.core.evaluate import evaluate
 from charrnn.training.loop import train_step
-from charrnn.training.model import CharRNN
+from charrnn.core.model import CharRNN
 
 job, steps = sys.argv[2], int(sys.argv[3])
 p = params.load(sys.argv[5])
 vocab, ids = corpus_ids("anna")
 torch.manual_seed(0)
 model = CharRNN.from_params(len(vocab), p)
-optimizer = torch.optim.Adam(model.parameters(), lr=p["learning_rate"])
-batches = windows(ids, p["batch_size"], p["num_steps"], "cpu")
-hidden, chars = None, p["batch_size"] * p["num_steps"]
+optimizer = torch.optim.Adam(model.parameters(), lr=p.learning_rate)
+batches = windows(ids, p.batch_size, p.num_steps, "cpu")
+hidden, chars = None, p.batch_size * p.num_steps
 
 def one():
     global hidden
@@ -46,7 +46,7 @@ def one():
         return generate(model, vocab, "Far", 200, top_k=5, seeds=range(8), precision="auto")[0]
     x, y = next(batches)
     autocast = precision_context("cpu", resolve_precision("cpu", job.split("-")[1]))
-    loss, hidden = train_step(model, optimizer, x, y, hidden, p["learning_rate"], p["grad_clip"], autocast)
+    loss, hidden = train_step(model, optimizer, x, y, hidden, p.learning_rate, p.grad_clip, autocast)
     return loss.item()
 
 for _ in range(3):
@@ -75,7 +75,7 @@ def main():
     parser.add_argument("--steps", type=at_least(int, 1), default=30, help="timed steps per job (default 30)")
     args = parser.parse_args()
     corpus_ids("anna")  # fetched and encoded once, before any timing
-    from charrnn.training.device import has_bf16_kernels
+    from charrnn.core.device import has_bf16_kernels
 
     jobs = (["train-bf16"] if has_bf16_kernels("cpu") else []) + ["train-fp32", "evaluate", "generate"]
     print(f"machine: {machine()}; params.yaml's defaults, {args.steps} steps each")

@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from common import DATA_DIR, at_least, machine
+
 from charrnn.commands import reprocheck
+from charrnn.commands.scratch import PIPELINE_FILES, copy_project, environment, set_params
 from charrnn.data import corpus
 from charrnn.errors import CharRNNError, exit_on_error
 
@@ -45,7 +45,7 @@ def run(command, cwd, env):
 TRAIN_WINDOWS = """
 import torch
 from charrnn.data.batches import load_ids, windows
-from charrnn.training.model import CharRNN
+from charrnn.core.model import CharRNN
 from charrnn.training.loop import train_step
 model = CharRNN(256, "lstm", 64, 1, 0.0)
 optimizer, hidden = torch.optim.Adam(model.parameters()), None
@@ -54,15 +54,15 @@ for _, (x, y) in zip(range(50), windows(load_ids("data/split/train.npy"), 32, 32
 """
 
 
+def bench_environment(project):
+    """The scratch copy's environment (its own MLflow store, a relative mirror as the checkout's), without
+    DVC's analytics."""
+    mirror = os.environ.get(corpus.MIRROR_ENV)
+    return environment(project, mirror=REPO / mirror if mirror else None, DVC_NO_ANALYTICS="1")
+
+
 def train_rss(project, env):
     return run([sys.executable, "-c", TRAIN_WINDOWS], project, env)[1]
-
-
-def set_params(project, **changes):
-    path = project / "params.yaml"
-    values = yaml.safe_load(path.read_text())
-    reprocheck.merge(values, changes)
-    path.write_text(yaml.safe_dump(values))
 
 
 def synthetic_corpus(path, megabytes):
@@ -80,19 +80,12 @@ def main():
     parser.add_argument("--megabytes", type=at_least(int, 1), default=100, help="size of the synthetic corpus")
     parser.add_argument("--repeats", type=at_least(int, 1), default=3, help="no-op `dvc repro` runs to time")
     args = parser.parse_args()
-    mirror = os.environ.get(corpus.MIRROR_ENV)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
-    env.pop("MLFLOW_TRACKING_URI", None)  # the scratch clone's own store
-    if mirror:
-        env[corpus.MIRROR_ENV] = str((REPO / mirror).resolve())
-
     print(f"machine: {machine()}")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as scratch:
-        project = Path(scratch) / "project"
-        subprocess.run(["git", "clone", "-q", str(REPO), str(project)], check=True)
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project, capture_output=True,
-                                text=True).stdout.strip()
-        set_params(project, **TINY)
+        project = copy_project(REPO, Path(scratch) / "project", PIPELINE_FILES, params=TINY)
+        env = bench_environment(project)
         first, _, _ = run(["dvc", "repro"], project, env)
         times = []
         for _ in range(args.repeats):
@@ -107,7 +100,7 @@ def main():
 
         text = Path(scratch) / "synthetic.txt"
         synthetic_corpus(text, args.megabytes)
-        set_params(project, corpus=str(text))
+        set_params(project, {"corpus": str(text)})
         run([sys.executable, "stages/fetch.py"], project, env)
         size = text.stat().st_size / 2**20
         total = 0.0

@@ -8,7 +8,7 @@ characters) validates. charrnn trains with its best settings for the budget on t
 the time is up), the peer with the notebook's settings (2×512, batch 128 × 100, dropout 0.5, Adam
 1e-3), each for the same wall-clock time.
 Both are then scored by charrnn's evaluate(): mean nats/char over the whole val split by the one
-evaluation protocol (fp32, state carried; charrnn.training.evaluate).
+evaluation protocol (fp32, state carried; charrnn.core.evaluate).
 
 charrnn's line ends with the share of the budget's arithmetic it used: its training FLOP (chars x
 the model's training FLOP per character, common.model_cost) over the seconds it trained times the
@@ -19,19 +19,19 @@ import argparse
 import math
 import time
 
+import peer
 import torch
 import yaml
-
 from common import at_least, corpus_ids, device_sync, limits, machine, model_cost
+
 from charrnn import params
+from charrnn.core.device import pick_device, precision_context, resolve_precision
+from charrnn.core.evaluate import evaluate
+from charrnn.core.model import CharRNN
 from charrnn.data.batches import windows
-from charrnn.errors import CharRNNError, exit_on_error
-from charrnn.training.model import CharRNN
 from charrnn.data.split import split_bounds
-from charrnn.training.device import pick_device, precision_context, resolve_precision
-from charrnn.training.evaluate import evaluate
+from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.training.loop import train_step
-import peer
 
 # charrnn's best settings per budget (seconds) and kind of machine, named by the precision `auto`
 # trains in there: "bf16" where the device has bf16 kernels (swept on a 2-core Zen 4 with

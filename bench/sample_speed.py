@@ -31,22 +31,23 @@ import argparse
 import math
 from pathlib import Path
 
+import peer
 import torch
 import torch.nn.functional as F
+from common import PARAMS_FILE, at_least, corpus_ids, limits, machine, median_seconds, model_cost
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from common import PARAMS_FILE, at_least, corpus_ids, limits, machine, median_seconds, model_cost
 from charrnn import params
-from charrnn.training import checkpoint
-from charrnn.training.device import pick_device
-from charrnn.errors import CharRNNError, exit_on_error
-from charrnn.training.model import CharRNN, shape as model_shape
-from charrnn.generation.sample import generate
+from charrnn.core import checkpoint
+from charrnn.core.device import pick_device
+from charrnn.core.model import CharRNN
+from charrnn.core.model import shape as model_shape
 from charrnn.data.split import split_bounds
-from charrnn.params import GENERATION_PRECISIONS
+from charrnn.errors import CharRNNError, exit_on_error
+from charrnn.generation.sample import generate
 from charrnn.generation.steppers import MAX_COST, column_major, make_stepper, teacher_forced_loss
-from charrnn.training.device import generation_precision as resolve
-import peer
+from charrnn.generation.steppers import generation_precision as resolve
+from charrnn.params import GENERATION_PRECISIONS
 
 PRIME = "Far"
 DEFAULT_CHECKPOINT = Path("models/best.pt")
@@ -107,7 +108,7 @@ def load_model(path, device):
     if not corpus_vocab.same_text(vocab):
         raise CharRNNError(f"{path} was trained on another text or vocabulary than corpus '{vocab.corpus}'")
     p = params.load(PARAMS_FILE)
-    bounds = split_bounds(len(ids), p["train_frac"], p["val_frac"], p["test_frac"])
+    bounds = split_bounds(len(ids), p.train_frac, p.val_frac, p.test_frac)
     splits = {name: ids[start:end] for name, (start, end) in bounds.items() if name != "train" and end - start > 1}
     return model.to(device).eval(), vocab, splits
 

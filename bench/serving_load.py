@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from common import at_least, machine
+
 from charrnn.errors import CharRNNError, exit_on_error
 
 LARGE = {"dataframe_records": [{"prime": "Far", "length": 10_000, "seed": 1}, {"prime": "Far", "length": 10_000, "seed": 2}]}

@@ -20,17 +20,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import peer
 import torch
-
 from common import PARAMS_FILE, at_least, corpus_ids, device_sync, limits, machine, model_cost, timed
+
 from charrnn import params
+from charrnn.core.device import has_bf16_kernels, pick_device, precision_context, resolve_precision
+from charrnn.core.evaluate import evaluate
+from charrnn.core.model import CharRNN, shape
 from charrnn.data.batches import windows
 from charrnn.errors import exit_on_error
-from charrnn.training.model import CharRNN, shape
-from charrnn.training.device import has_bf16_kernels, pick_device, precision_context, resolve_precision
-from charrnn.training.evaluate import evaluate
 from charrnn.training.loop import train_step
-import peer
 
 REFERENCE = dict(cell="lstm", lstm_size=512, num_layers=2, embedding_size=0, dropout=0.5,
                  batch_size=128, num_steps=100, learning_rate=0.001, grad_clip=5.0)
@@ -128,8 +128,8 @@ def main():
             row(f"charrnn {precision}, lstm_size 1024", rate, None, bound(rate, big, precision))
 
     defaults = params.load(PARAMS_FILE)
-    config = {key: defaults[key] for key in REFERENCE}
-    precision = resolve_precision(device, defaults["precision"])
+    config = {key: value for key, value in defaults.flat().items() if key in REFERENCE}
+    precision = resolve_precision(device, defaults.precision)
     print(f"default params.yaml: {shape(config)}, "
           f"batch {config['batch_size']} x {config['num_steps']}, dropout {config['dropout']}, {precision}")
     rate = chars_per_sec(charrnn_steps(vocab, ids, config, device, precision, steps), config, device)

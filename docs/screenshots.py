@@ -31,7 +31,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from playwright.sync_api import Error as BrowserError, sync_playwright
+from playwright.sync_api import Error as BrowserError
+from playwright.sync_api import sync_playwright
 
 from charrnn.errors import CharRNNError, exit_on_error
 

@@ -10,7 +10,7 @@ RAW_DIR = "data/raw"
 @exit_on_error
 def main():
     p = params.load()
-    corpus.fetch(corpus.resolve(p["corpus"]), RAW_DIR)
+    corpus.fetch(corpus.resolve(p.corpus), RAW_DIR)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ OUT_DIR = Path("data/prepared")
 @exit_on_error
 def main():
     p = params.load()
-    source = corpus.resolve(p["corpus"])
+    source = corpus.resolve(p.corpus)
     raw = corpus.raw_path(source, RAW_DIR)
     vocab, length = encode_file(
         raw, OUT_DIR / "encoded.npy", source.name, corpus.sha256_of(raw), source.origin, start=source.start,

@@ -5,13 +5,14 @@ from pathlib import Path
 
 from charrnn import params
 from charrnn.atomic import atomic_path
-from charrnn.errors import exit_on_error
+from charrnn.core import checkpoint
+from charrnn.core.device import pick_device, use_threads
+from charrnn.errors import CharRNNError, exit_on_error
+from charrnn.generation.rules import check_sampling, sampling_options
 from charrnn.generation.sample import format_samples, generate
+from charrnn.generation.steppers import generation_precision
 from charrnn.progress import Heartbeat
-from charrnn.sampling_rules import sampling_options
 from charrnn.tracking.runs import PipelineRun
-from charrnn.training import checkpoint
-from charrnn.training.device import generation_precision, pick_device, use_threads
 
 OUT_DIR = Path("samples")
 BEST = Path("models/best.pt")
@@ -21,24 +22,30 @@ SAMPLES_TABLE = "samples.json"  # an MLflow table: the UI shows the texts and co
 @exit_on_error
 def main():
     p = params.load()
-    use_threads(p["threads"])
-    seeds = range(p["sample.seed"], p["sample.seed"] + p["sample.num_samples"])
-    device = pick_device(p["device"])
-    options = dict(sampling_options(p), seeds=seeds, device=device)
+    sample = p.sample
+    use_threads(p.threads)
+    device = pick_device(p.device)
+    seeds = range(sample.seed, sample.seed + sample.num_samples)
+    options = dict(sampling_options(sample), seeds=seeds, device=device)
     steps = {path: checkpoint.load(path)["step"] for path in [*Path("models/checkpoints").glob("*.pt"), BEST]}
+    best_model, vocab = checkpoint.load_model(BEST)
+    try:  # before any text is written; the run's checkpoints share best.pt's vocabulary and cell
+        check_sampling(vocab, **sampling_options(sample), num_samples=sample.num_samples)
+        precision = generation_precision(sample.precision, device, best_model.config["cell"])
+    except CharRNNError as err:
+        raise CharRNNError(f"params.yaml sample section: {err}") from None
     rows = []
-    heartbeat = Heartbeat("sample", len(steps) * p["sample.length"], "char")  # a stream's characters
+    heartbeat = Heartbeat("sample", len(steps) * sample.length, "char")  # a stream's characters
     with PipelineRun.reopen() as run:
         for source in sorted(steps, key=lambda path: (path == BEST, steps[path])):  # best.pt last
-            model, vocab = checkpoint.load_model(source)
-            precision = generation_precision(p["sample.precision"], device, model.config["cell"])
+            model, _ = checkpoint.load_model(source)
             texts = generate(model, vocab, **options, precision=precision, on_step=lambda ids: heartbeat.update())
             target = OUT_DIR / f"{source.stem}.txt"
             with atomic_path(target) as tmp:
                 tmp.write_text(format_samples(seeds, texts) + "\n", encoding="utf-8")
             run.log_artifact(target, "samples")
-            rows += [{"checkpoint": source.stem, "step": steps[source], "prime": p["sample.prime"], "seed": seed,
-                      "temperature": p["sample.temperature"], "precision": precision, "text": text}
+            rows += [{"checkpoint": source.stem, "step": steps[source], "prime": sample.prime, "seed": seed,
+                      "temperature": sample.temperature, "precision": precision, "text": text}
                      for seed, text in zip(seeds, texts)]
             print(f"{target} ({precision}): {texts[0][:60]!r}...")
         run.log_table(rows, SAMPLES_TABLE)

@@ -2,21 +2,21 @@
 
 Opens the pipeline's MLflow run (or continues it on resume) with live curves, and writes the run's id
 to models/mlflow_run.json for the later stages. With `processes` > 1 it runs itself again under
-torchrun (data-parallel), and only rank 0 tracks and writes. It runs training code alone: the
-sample section is checked by its rules (charrnn.sampling_rules), not by the generation code.
+torchrun (data-parallel), and only rank 0 tracks and writes. It runs training code alone and reads
+no sample option: `charrnn doctor` checks those against the corpus before a training, and the sample
+stage uses them.
 """
 
 from charrnn import params
 from charrnn.atomic import write_csv, write_json
+from charrnn.core.device import use_threads
 from charrnn.data.batches import load_ids
 from charrnn.data.split import require_one_batch
 from charrnn.data.vocab import Vocab
-from charrnn.errors import CharRNNError, exit_on_error
-from charrnn.sampling_rules import check_sampling, sampling_options
+from charrnn.errors import exit_on_error
 from charrnn.tracking.live import TrainingTracker
 from charrnn.tracking.runs import RUN_FILE
 from charrnn.training import distributed
-from charrnn.training.device import generation_precision, pick_device, use_threads
 from charrnn.training.loop import train
 
 VOCAB = "data/prepared/vocab.json"
@@ -25,19 +25,14 @@ VOCAB = "data/prepared/vocab.json"
 @exit_on_error
 def main():
     p = params.load()
-    use_threads(p["threads"])
+    use_threads(p.threads)
     vocab = Vocab.load(VOCAB)
-    try:  # the sample stage runs after hours of training: a bad sample option must fail now, not then
-        check_sampling(vocab, **sampling_options(p), num_samples=p["sample.num_samples"])
-        generation_precision(p["sample.precision"], pick_device(p["device"]), p["cell"])
-    except CharRNNError as err:
-        raise CharRNNError(f"params.yaml sample section: {err}") from None
     train_ids = load_ids("data/split/train.npy")
     val_ids = load_ids("data/split/val.npy")
-    if p["processes"] > 1 and not distributed.launched():
+    if p.processes > 1 and not distributed.launched():
         # checked here too, so that too small a shard is one error line rather than one per process
-        require_one_batch("train", len(train_ids), p["batch_size"], p["num_steps"], p["processes"])
-        distributed.relaunch(p["processes"], __file__)
+        require_one_batch("train", len(train_ids), p.batch_size, p.num_steps, p.processes)
+        distributed.relaunch(p.processes, __file__)
     if not distributed.is_main():
         train(p, train_ids, val_ids, vocab, "models")
         return

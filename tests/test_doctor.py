@@ -5,7 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TINY, assert_clean_error, write_params
+from helpers.configs import TINY, write_params
+from helpers.running import assert_clean_error
 
 CHARRNN = Path(sys.executable).parent / "charrnn"
 

@@ -1,16 +1,19 @@
 """One evaluation protocol: a checkpoint's val and test loss depend on its weights and the split alone,
 not on the batch_size, num_steps or precision it was trained with."""
 
+import math
+
 import pytest
 import torch
 
-from charrnn.training import checkpoint
-from charrnn.training.device import has_bf16_kernels
-from charrnn.training.evaluate import evaluate, evaluate_checkpoint
-from charrnn.training.protocol import STREAMS, WINDOW, num_streams
+from charrnn.core import checkpoint
+from charrnn.core.device import has_bf16_kernels
+from charrnn.core.evaluate import evaluate, evaluate_checkpoint
+from charrnn.core.model import CharRNN
+from charrnn.core.protocol import STREAMS, WINDOW, num_streams
 from charrnn.training.loop import train
-from charrnn.training.model import CharRNN
-from conftest import tiny_corpus, tiny_params
+
+from helpers.configs import tiny_corpus, tiny_params
 
 
 @pytest.mark.parametrize("settings", [
@@ -24,8 +27,10 @@ def test_the_same_weights_score_the_same_under_any_training_settings(settings, t
     train_ids, val_ids, vocab = tiny_corpus()
     train(tiny_params(**settings), train_ids, val_ids, vocab, tmp_path)
     validated = checkpoint.load(tmp_path / "best.pt")["val_loss"]  # by the training loop, under its settings
-    scored = evaluate_checkpoint(tmp_path / "best.pt", vocab, {"val": val_ids}, "cpu")  # as the evaluate stage
-    assert scored["val_loss"] == validated  # bit for bit
+    scored = evaluate_checkpoint(tmp_path / "best.pt", vocab, {"val": val_ids, "test": val_ids[:0]}, "cpu")
+    assert scored["val_loss"] == validated  # bit for bit, as the evaluate stage scores it
+    assert scored["val_bpc"] == pytest.approx(scored["val_loss"] / math.log(2))
+    assert "test_loss" not in scored  # an empty split has no metrics
 
 
 def test_the_protocol_cuts_a_split_by_its_length_alone():

@@ -14,10 +14,13 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
-from charrnn.training import checkpoint
+from charrnn.core import checkpoint
+from charrnn.generation.steppers import generation_precision as resolve
 from charrnn.tracking.registry import CHAMPION
-from charrnn.training.device import generation_precision as resolve
-from conftest import assert_clean_error, charrnn, tiny_corpus, tiny_params
+
+from helpers.configs import tiny_corpus, tiny_params
+from helpers.running import assert_clean_error, charrnn
+
 
 def test_experiments_are_tagged_as_model_training(built, tmp_path, monkeypatch):
     assert built.experiment.tags["mlflow.experimentKind"] == "custom_model_development"

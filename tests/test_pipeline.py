@@ -8,8 +8,10 @@ from pathlib import Path
 import yaml
 from mlflow import MlflowClient
 
-from charrnn.training import checkpoint
-from conftest import PIPELINE, interrupting, write_params
+from charrnn.core import checkpoint
+
+from helpers.configs import PIPELINE, write_params
+from helpers.running import interrupting
 
 
 def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
@@ -73,7 +75,7 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
 
     # a new split and a change of training's code (even a comment): prepare is skipped, split reruns, and
     # train starts from step 0 into a new MLflow run (the finished run in last.pt was made by other code)
-    model_py = project.root / "src/charrnn/training/model.py"
+    model_py = project.root / "src/charrnn/core/model.py"
     model_py.write_text(model_py.read_text() + "# a comment\n")
     assert "train" in json.loads(project("status", "--json").stdout)
     params = yaml.safe_load((project.root / "params.yaml").read_text())
@@ -82,7 +84,7 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     assert "Stage 'prepare' didn't change, skipping" in rerun
     assert "Running stage 'split'" in rerun and "Running stage 'train'" in rerun
     [why] = [line for line in rerun.splitlines() if line.startswith("not resuming the finished run in models/last.pt")]
-    assert "changed since: code training/model.py; data val_chars; params test_frac, val_frac; training afresh" in why, why
+    assert "changed since: code core/model.py; data val_chars; params test_frac, val_frac; training afresh" in why, why
     assert "step     50/" in rerun
     assert json.loads((project.root / "data/split/split.json").read_text())["val_chars"] == 162_849 - int(0.9 * 162_849)
     runs = client.search_runs([run.info.experiment_id], order_by=["attributes.start_time ASC"])

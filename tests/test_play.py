@@ -16,9 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from charrnn.core import checkpoint
 from charrnn.generation.sample import generate
-from charrnn.training import checkpoint
-from conftest import assert_clean_error, charrnn, free_port, wait_for
+
+from helpers.running import assert_clean_error, charrnn
+from helpers.servers import free_port, wait_for
 
 CHARRNN = str(Path(sys.executable).parent / "charrnn")
 PRIME = "the "

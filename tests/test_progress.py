@@ -9,7 +9,8 @@ from charrnn import progress
 from charrnn.progress import Heartbeat, duration
 from charrnn.training import loop
 from charrnn.training.loop import train
-from conftest import tiny_corpus, tiny_params
+
+from helpers.configs import tiny_corpus, tiny_params
 
 LEFT = r"(\d+ min \d\d s|\d+ s) left, ends about \d\d:\d\d"
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import METRIC_FILES, ROOT, assert_clean_error, charrnn
+from helpers import ROOT
+from helpers.configs import METRIC_FILES
+from helpers.running import assert_clean_error, charrnn
 
 BIN = Path(sys.executable).parent
 

@@ -1,9 +1,11 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
 from charrnn import params
-from charrnn.errors import CharRNNError
 from charrnn.data.split import split_array, split_bounds
+from charrnn.errors import CharRNNError
 
 
 def test_tiny_shakespeare_benchmark_split():
@@ -23,16 +25,17 @@ def test_fractions_below_one_leave_the_tail_unused():
 
 def test_parts_are_views_of_the_encoded_array():
     encoded = np.arange(10_000, dtype=np.uint16)
-    p = {**params.defaults(), "batch_size": 4, "num_steps": 10}
+    p = params.validate({**params.defaults(), "batch_size": 4, "num_steps": 10})
     parts = split_array(encoded, p)
     assert [len(parts[name]) for name in ("train", "val", "test")] == [9000, 500, 500]
     assert np.array_equal(np.concatenate(list(parts.values())), encoded)
+    assert all(part.base is encoded for part in parts.values())  # views: no copy of the corpus
 
 
 def test_a_split_smaller_than_one_batch_is_refused():
-    p = {**params.defaults(), "batch_size": 64, "num_steps": 100}
+    p = params.validate({**params.defaults(), "batch_size": 64, "num_steps": 100})
     with pytest.raises(CharRNNError, match="the val split has 5,000 characters, fewer than one batch .*6,401"):
         split_array(np.zeros(100_000, dtype=np.uint8), p)
     # an empty test split is fine when test_frac is 0
-    p.update(val_frac=0.1, test_frac=0.0)
+    p = dataclasses.replace(p, val_frac=0.1, test_frac=0.0)
     assert len(split_array(np.zeros(100_000, dtype=np.uint8), p)["test"]) == 0

@@ -8,7 +8,9 @@ import sys
 
 import numpy as np
 
-from conftest import ROOT, assert_clean_error, charrnn, prepare, run_stage, stage_in_process, write_params
+from helpers import ROOT
+from helpers.configs import tiny_params, write_params
+from helpers.running import assert_clean_error, charrnn, prepare, run_stage, stage_in_process
 
 
 def test_unknown_corpus(tmp_path):
@@ -70,18 +72,29 @@ def test_a_train_split_too_small_to_share_between_processes(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
-def test_bad_sample_options_stop_the_train_stage_before_it_trains(tmp_path):
+def test_bad_sample_options_are_refused_by_doctor_and_the_sample_stage_before_any_text(tmp_path):
+    """The train stage reads no sample option (an edit of one never retrains): `charrnn doctor` checks
+    them against the corpus before a training, and the sample stage refuses them before it writes."""
+    from charrnn.data.batches import load_ids
+    from charrnn.data.vocab import Vocab
+    from charrnn.training.loop import train
+
     (tmp_path / "mine.txt").write_text("abcdefghij " * 500)
-    prepare(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
+    sizes = dict(corpus="mine.txt", batch_size=4, num_steps=10)
+    prepare(tmp_path, **sizes)
+    p = tiny_params(**sizes, epochs=1)
+    train(p, load_ids(tmp_path / "data/split/train.npy"), load_ids(tmp_path / "data/split/val.npy"),
+          Vocab.load(tmp_path / "data/prepared/vocab.json"), tmp_path / "models")
     for sample, message in [({"sample.top_k": 12}, "sample section: top_k must be between 1 and the vocabulary size 11"),
                             ({"sample.prime": "Far"}, "sample section: characters not in the mine vocabulary: 'F', 'r'"),
                             ({"sample.top_k": 0}, "sample.top_k must be an integer from 1"),  # caught with params
-                            ({"sample.precision": "fp16"}, "sample.precision must be one of auto, fp32, bf16, int8"),
-                            ({"sample.precision": "int8", "cell": "gru", "sample.prime": "abc"},
-                             "int8 generation is implemented for LSTM models, and this one is a gru")]:
-        write_params(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10, **sample)
-        assert_clean_error(stage_in_process("train", tmp_path), message)
-        assert not (tmp_path / "models").exists() and not (tmp_path / "mlruns").exists()
+                            ({"sample.precision": "fp16"}, "sample.precision must be one of auto, fp32, bf16, int8")]:
+        write_params(tmp_path, **sizes, **sample)
+        assert_clean_error(charrnn("doctor", cwd=tmp_path), message)
+        assert_clean_error(stage_in_process("sample", tmp_path), message)
+        assert not (tmp_path / "samples").exists() and not (tmp_path / "mlruns").exists()
+    write_params(tmp_path, **sizes, **{"sample.precision": "int8", "cell": "gru", "sample.prime": "abc"})
+    assert_clean_error(charrnn("doctor", cwd=tmp_path), "int8 generation is implemented for LSTM models, and this one is a gru")
 
 
 def test_cli_fetch_reports_errors(tmp_path):

@@ -20,10 +20,14 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
+from charrnn.core.protocol import PROTOCOL_ID
 from charrnn.tracking.registry import CHAMPION, promote, register
 from charrnn.tracking.runs import PipelineRun
-from charrnn.training.protocol import PROTOCOL_ID
-from conftest import PIPELINE, charrnn, clone_project, free_port, git, make_project, post_json, wait_for, write_params
+
+from helpers.configs import PIPELINE, write_params
+from helpers.projects import clone_project, git, make_project
+from helpers.running import charrnn
+from helpers.servers import free_port, post_json, wait_for
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent

@@ -14,16 +14,16 @@ import pytest
 from mlflow import MlflowClient
 
 from charrnn.commands.ui import links
-from charrnn.training import checkpoint
+from charrnn.core import checkpoint
+from charrnn.core.protocol import PROTOCOL_ID
 from charrnn.errors import CharRNNError
-from charrnn.training.protocol import PROTOCOL_ID
 from charrnn.tracking.model_uris import download_checkpoint
 from charrnn.tracking.registry import CHAMPION, promote, register
 from charrnn.tracking.runs import PipelineRun
-from conftest import (
-    PIPELINE, assert_clean_error, charrnn, free_port, interrupting, post_json, prepare, run_stage, wait_for,
-    write_params,
-)
+
+from helpers.configs import PIPELINE, write_params
+from helpers.running import assert_clean_error, charrnn, interrupting, prepare, run_stage
+from helpers.servers import free_port, post_json, wait_for
 
 
 def test_one_run_spans_the_stages(built):
@@ -32,7 +32,7 @@ def test_one_run_spans_the_stages(built):
     assert built.experiment.artifact_location.startswith((built.root / "mlruns").as_uri())
     assert json.loads((built.root / "models/mlflow_run.json").read_text())["run_id"] == run_id
     assert run.info.status == "FINISHED" and run.info.run_name == "wider"
-    assert run.data.params["lstm_size"] == "32" and run.data.params["sample.prime"] == "Far"
+    assert run.data.params["lstm_size"] == "32" and "sample.prime" not in run.data.params  # the sample stage's, not the training's
     assert {"corpus", "corpus_sha256", "device", "split"} <= run.data.tags.keys()
     assert run.data.tags["eval_protocol"] == PROTOCOL_ID
     assert run.data.tags["corpus_sha256"] == "048e9e99c691ebac2756b8442a15291ca13adb7880104a3486cdb2c67e42bdaf"
@@ -311,9 +311,10 @@ def test_unreachable_tracking_server_stops_training_before_it_changes_a_file(tmp
 
 
 def test_a_diverged_training_marks_its_run_failed(tmp_path, monkeypatch):
-    from charrnn.training import loop as train_module
     from charrnn.tracking.live import TrainingTracker
-    from conftest import tiny_corpus, tiny_params
+    from charrnn.training import loop as train_module
+
+    from helpers.configs import tiny_corpus, tiny_params
 
     class Diverging(train_module.CharRNN):
         def forward(self, ids, state=None):
@@ -336,7 +337,8 @@ def test_a_run_left_running_by_a_killed_stage_never_stays_running(tmp_path, monk
     the same folder ends it (KILLED); a later stage never marks the run RUNNING, so one killed (which
     DVC may then restore from its run cache rather than rerun) leaves the run as training ended it."""
     from charrnn.tracking.live import TrainingTracker
-    from conftest import tiny_corpus, tiny_params
+
+    from helpers.configs import tiny_corpus, tiny_params
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
@@ -359,13 +361,14 @@ def test_a_corpus_name_that_mlflow_refuses_in_model_names_is_logged_and_register
     model's name, so the names carry '-' there; training, logging and registering all complete."""
     from dataclasses import replace
 
+    from charrnn.core.evaluate import evaluate_checkpoint
     from charrnn.tracking.live import TrainingTracker
     from charrnn.tracking.logged_models import log_checkpoints
-    from charrnn.tracking.runs import comparability
     from charrnn.tracking.registry import model_name
-    from charrnn.training.evaluate import evaluate_checkpoint
+    from charrnn.tracking.runs import comparability
     from charrnn.training.loop import train
-    from conftest import tiny_corpus, tiny_params
+
+    from helpers.configs import tiny_corpus, tiny_params
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     train_ids, val_ids, vocab = tiny_corpus()

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import math
 import os
@@ -12,14 +13,19 @@ import time
 import pytest
 import torch
 
-from charrnn import modules
-from charrnn.training import checkpoint, device as device_module, loop as train_module
-from charrnn.training.run import Checkpointer
-from charrnn.training.device import pick_device, resolve_precision
+from charrnn import dvc_exp, modules
+from charrnn.core import checkpoint
+from charrnn.core import device as device_module
+from charrnn.core.device import pick_device, resolve_precision
+from charrnn.core.evaluate import evaluate
 from charrnn.errors import CharRNNError
-from charrnn.training.evaluate import evaluate
+from charrnn.training import loop as train_module
 from charrnn.training.loop import learning_rate, train
-from conftest import prepare, tiny_corpus, tiny_params
+from charrnn.training.run import Checkpointer
+
+from helpers.configs import tiny_corpus, tiny_params
+from helpers.running import prepare
+from helpers.training import Killed, dying_after_checkpoint
 
 
 def test_loss_falls_and_best_is_the_min_val_step(tmp_path):
@@ -51,34 +57,15 @@ def without_speed(metrics):
     return {key: value for key, value in metrics.items() if key != "chars_per_sec"}
 
 
-class Killed(BaseException):
-    """Stands in for kill -9: raised right after a checkpoint, caught by nothing in charrnn."""
-
-
-def kill_after_checkpoints(monkeypatch, count):
-    """Make training die (Killed) right after its `count`-th checkpoint."""
-    real_checkpoint, calls = Checkpointer.checkpoint, []
-
-    def checkpoint_then_die(self, *args):
-        real_checkpoint(self, *args)
-        calls.append(1)
-        if len(calls) == count:
-            raise Killed
-
-    monkeypatch.setattr(Checkpointer, "checkpoint", checkpoint_then_die)
-
-
 @pytest.mark.parametrize("cell, precision", [("lstm", "fp32"), ("gru", "auto")])
 def test_resume_ends_exactly_as_an_uninterrupted_run(tmp_path, monkeypatch, cell, precision):
     train_ids, val_ids, vocab = tiny_corpus()
     p = tiny_params(cell=cell, precision=precision, epochs=3, eval_every=7, keep_checkpoints=21)  # mid-epoch saves
     whole_metrics, whole_history = train(p, train_ids, val_ids, vocab, tmp_path / "whole")
 
-    kill_after_checkpoints(monkeypatch, 8)
-    with pytest.raises(Killed):
+    with dying_after_checkpoint(8), pytest.raises(Killed):
         train(p, train_ids, val_ids, vocab, tmp_path / "cut")
     assert checkpoint.load(tmp_path / "cut" / "last.pt")["step"] == 56
-    monkeypatch.undo()
     resumed_metrics, resumed_history = train(p, train_ids, val_ids, vocab, tmp_path / "cut")
 
     assert resumed_history == whole_history
@@ -146,10 +133,8 @@ def test_a_kill_between_best_and_last_still_resumes_to_the_same_run(tmp_path, mo
 def test_a_best_pt_of_another_run_is_never_taken_for_this_runs(tmp_path, monkeypatch, capsys):
     train_ids, val_ids, vocab = tiny_corpus()
     for folder, lstm_size in (("mine", 32), ("other", 24)):  # two runs, both killed after step 30
-        kill_after_checkpoints(monkeypatch, 3)
-        with pytest.raises(Killed):
+        with dying_after_checkpoint(3), pytest.raises(Killed):
             train(tiny_params(epochs=2, lstm_size=lstm_size), train_ids, val_ids, vocab, tmp_path / folder)
-        monkeypatch.undo()
     mine, other = tmp_path / "mine" / "best.pt", tmp_path / "other" / "best.pt"
     assert checkpoint.load(mine)["step"] == checkpoint.load(other)["step"] == 30  # the step last.pt names
     other.replace(mine)
@@ -161,27 +146,23 @@ def test_a_best_pt_of_another_run_is_never_taken_for_this_runs(tmp_path, monkeyp
 
 def test_changed_params_or_code_start_afresh_and_say_why(tmp_path, monkeypatch, capsys):
     train_ids, val_ids, vocab = tiny_corpus()
-    kill_after_checkpoints(monkeypatch, 2)
-    with pytest.raises(Killed):
+    with dying_after_checkpoint(2), pytest.raises(Killed):
         train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
-    monkeypatch.undo()
     train(tiny_params(epochs=1, lstm_size=24), train_ids, val_ids, vocab, tmp_path)
     out = capsys.readouterr().out
     assert f"not resuming the unfinished run in {tmp_path / 'last.pt'} (step 20 of 39): changed since: params " \
            "lstm_size; training afresh" in out
     assert checkpoint.load(tmp_path / "best.pt")["model_config"]["lstm_size"] == 24
 
-    kill_after_checkpoints(monkeypatch, 2)
-    with pytest.raises(Killed):
+    with dying_after_checkpoint(2), pytest.raises(Killed):
         train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
-    monkeypatch.undo()
-    edited = tmp_path / "edited"  # the package as it is after a one-line edit of training/model.py
+    edited = tmp_path / "edited"  # the package as it is after a one-line edit of core/model.py
     shutil.copytree(modules.PACKAGE_DIR, edited)
-    (edited / "training" / "model.py").write_text((edited / "training" / "model.py").read_text() + "# a comment\n")
+    (edited / "core" / "model.py").write_text((edited / "core" / "model.py").read_text() + "# a comment\n")
     monkeypatch.setattr(modules, "PACKAGE_DIR", edited)
     capsys.readouterr()
     metrics, history = train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
-    assert "changed since: code training/model.py; training afresh" in capsys.readouterr().out
+    assert "changed since: code core/model.py; training afresh" in capsys.readouterr().out
     assert history[0]["step"] == 10 and metrics["steps"] == 39
 
 
@@ -255,7 +236,7 @@ def test_fewer_characters_than_one_batch_is_a_clear_error(tmp_path):
     p = tiny_params()  # one batch: 8 x 16 + 1 characters
     with pytest.raises(CharRNNError, match="the train split has 128 characters, fewer than one batch"):
         train(p, train_ids[:128], val_ids, vocab, tmp_path)
-    metrics, _ = train({**p, "epochs": 1}, train_ids[:129], val_ids, vocab, tmp_path)
+    metrics, _ = train(dataclasses.replace(p, epochs=1), train_ids[:129], val_ids, vocab, tmp_path)
     assert metrics["steps"] == 1
 
 
@@ -266,7 +247,7 @@ def test_learning_rate_schedules():
     assert learning_rate(10, 110, p) == pytest.approx(0.01)
     assert learning_rate(60, 110, p) == pytest.approx(0.0055)
     assert learning_rate(110, 110, p) == pytest.approx(0.001)
-    assert learning_rate(80, 110, {**p, "lr_schedule": "constant"}) == 0.01
+    assert learning_rate(80, 110, dataclasses.replace(p, lr_schedule="constant")) == 0.01
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
@@ -299,7 +280,7 @@ def test_auto_threads_share_the_cpus_among_the_projects_queue_workers(tmp_path, 
     workers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "exp", "queue-worker",
                                  f"{name}-{n}@localhost"]) for name, n in ((node, 1), (node, 2), ("dvc-exp-000000", 1))]
     try:
-        assert device_module.queue_workers(tmp_path) == 2
+        assert dvc_exp.queue_workers(tmp_path) == 2
         assert device_module.auto_threads() == max(1, cpus // 3)  # a plain dvc repro beside the two
         queued_run = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"  # where DVC runs a queued experiment
         queued_run.mkdir(parents=True)
@@ -312,7 +293,7 @@ def test_auto_threads_share_the_cpus_among_the_projects_queue_workers(tmp_path, 
             worker.kill()
             worker.wait()
         torch.set_num_threads(cpus)
-    assert device_module.queue_workers(tmp_path) == 0
+    assert dvc_exp.queue_workers(tmp_path) == 0
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert device_module.auto_threads() == cpus and device_module.use_threads(1) == 1 == torch.get_num_threads()
     torch.set_num_threads(cpus)
@@ -328,7 +309,7 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(CharRNNError, match="is not a charrnn checkpoint"):
         checkpoint.load(tmp_path / "other.pt")
     torch.save({"format": checkpoint.FORMAT, "code": Killed()}, tmp_path / "pickled.pt")
-    with pytest.raises(CharRNNError, match="holds pickled Python objects \\(test_train.Killed\\), which are never loaded"):
+    with pytest.raises(CharRNNError, match="holds pickled Python objects \\(helpers.training.Killed\\), which are never loaded"):
         checkpoint.load(tmp_path / "pickled.pt")  # weights_only refuses to unpickle objects
 
 
@@ -374,10 +355,8 @@ def test_a_checkpoint_write_on_a_full_disk_is_one_error_and_keeps_the_earlier_fi
 def test_a_truncated_checkpoint_stops_the_resume_and_the_other_survives(tmp_path, monkeypatch, broken):
     train_ids, val_ids, vocab = tiny_corpus()
     p = tiny_params(epochs=1)
-    kill_after_checkpoints(monkeypatch, 2)
-    with pytest.raises(Killed):
+    with dying_after_checkpoint(2), pytest.raises(Killed):
         train(p, train_ids, val_ids, vocab, tmp_path)
-    monkeypatch.undo()
     data = (tmp_path / broken).read_bytes()
     (tmp_path / broken).write_bytes(data[: len(data) // 2])
     other = tmp_path / ({"best.pt", "last.pt"} - {broken}).pop()
@@ -401,7 +380,10 @@ def test_two_process_gloo_data_parallel_training_on_one_node_and_on_two(tmp_path
     import numpy as np
     from mlflow import MlflowClient
 
-    from conftest import PIPELINE, ROOT, free_port, run_stage
+    from helpers import ROOT
+    from helpers.configs import PIPELINE
+    from helpers.running import run_stage
+    from helpers.servers import free_port
 
     one_node = tmp_path / "one-node"
     one_node.mkdir()

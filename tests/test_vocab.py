@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from charrnn.errors import CharRNNError
 from charrnn.data.prepare import encode_file
 from charrnn.data.vocab import Vocab
+from charrnn.errors import CharRNNError
 
 
 def encode_text(tmp_path, data: bytes, **kwargs):

@@ -14,7 +14,7 @@ PACKAGE = PACKAGE_DIR.name
 
 
 def module_file(name):
-    """The file of the dotted module `name` (e.g. 'charrnn.training.model'), or None if there is none."""
+    """The file of the dotted module `name` (e.g. 'charrnn.core.model'), or None if there is none."""
     path = PACKAGE_DIR.joinpath(*name.split(".")[1:])
     for candidate in (path / "__init__.py", path.parent / f"{path.name}.py"):
         if candidate.is_file():
@@ -23,7 +23,7 @@ def module_file(name):
 
 
 def closure(*names):
-    """Files (relative to the package folder, e.g. 'training/model.py') of the modules `names` (dotted)
+    """Files (relative to the package folder, e.g. 'core/model.py') of the modules `names` (dotted)
     and of every charrnn module they import, directly or through others, anywhere in their code, with
     the __init__.py of every package on the way; sorted."""
     found, todo = set(), list(names)

@@ -1,21 +1,19 @@
 """The params schema: every hyperparameter's type, allowed range and default, checked once, up front.
 
-Stages and commands call `load()` and get a flat dict of validated plain values. Nested sections of
-params.yaml (e.g. `sample: {length: ...}`) appear as dotted keys (`sample.length`).
+Stages and commands call `load()` and get the typed view, `Params`: each param an attribute
+(`p.lstm_size`), each section of params.yaml a nested one (`p.sample.length`). The schema, `SCHEMA`,
+names them by dotted name (`sample.length`) with their rules, read from the typed view's fields.
 """
 
 import difflib
 import math
-import os
-import re
-import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from charrnn.atomic import atomic_path
+from charrnn import dvc_exp
 from charrnn.errors import CharRNNError
 
 
@@ -30,7 +28,7 @@ class Param:
 
 
 CELL_TYPES = ("lstm", "gru", "rnn")
-GENERATION_PRECISIONS = ("auto", "fp32", "bf16", "int8")  # sample.precision, --precision (charrnn.sampling_rules)
+GENERATION_PRECISIONS = ("auto", "fp32", "bf16", "int8")  # sample.precision, --precision (charrnn.generation.rules)
 
 
 def _at_least(low):
@@ -50,57 +48,129 @@ def _one_of(*choices):
     return Param(choices[0], str, f"one of {', '.join(choices)}", lambda value: value in choices)
 
 
-SCHEMA = {
-    "corpus": Param(
-        "anna", str,
-        "a corpus name (`charrnn fetch --help` lists them) or a path to a UTF-8 text file",
-        lambda value: value.strip() != "",
-    ),
-    "train_frac": Param(0.9, float, "a fraction in (0, 1]", lambda value: 0 < value <= 1),
-    "val_frac": Param(0.05, float, "a fraction in (0, 1)", lambda value: 0 < value < 1),
-    "test_frac": Param(0.05, float, "a fraction in [0, 1)", lambda value: 0 <= value < 1),
+def _param(param):
+    """A field of the typed view whose value params.yaml gives and `param` checks."""
+    return field(default=param.default, metadata={"param": param})
+
+
+class _Section:
+    """What the typed view and its sections share: their values by dotted name."""
+
+    def flat(self, skip=()):
+        """{dotted name: value} in params.yaml's order (a section's keys as section.key), less the
+        sections named in `skip`: params as MLflow logs them and as the schema names them."""
+        values = {}
+        for name, spec in self.__dataclass_fields__.items():
+            if name in skip:
+                continue
+            value = getattr(self, name)
+            if "param" in spec.metadata:
+                values[name] = value
+            else:
+                values.update({f"{name}.{key}": inner for key, inner in value.flat().items()})
+        return values
+
+
+@dataclass(frozen=True)
+class Sample(_Section):
+    """params.yaml's `sample:` section: the sample stage's text."""
+
+    prime: str = _param(Param("Far", str, "a non-empty text", lambda value: value != ""))
+    length: int = _param(Param(2000, int, "an integer >= 0", _at_least(0)))
+    temperature: float = _param(Param(1.0, float, "a number >= 0 (0 = greedy)", _at_least(0)))
+    top_k: int | None = _param(Param(5, int, "an integer from 1 to the vocabulary size, or null for off", _at_least(1), nullable=True))
+    top_p: float = _param(Param(1.0, float, "a number in (0, 1] (1 = off)", lambda value: 0 < value <= 1))
+    seed: int = _param(Param(1234, int, SEED_RULE, _is_seed))
+    num_samples: int = _param(Param(1, int, "an integer >= 1", _at_least(1)))
+    drop_unknown: bool = _param(Param(False, bool, "true or false"))
+    precision: str = _param(_one_of(*GENERATION_PRECISIONS))
+
+
+@dataclass(frozen=True)
+class Tracking(_Section):
+    """params.yaml's `tracking:` section: where the MLflow runs go."""
+
+    experiment: str = _param(Param("", str, "an MLflow experiment name ('' = charrnn-<corpus>)"))
+
+
+@dataclass(frozen=True)
+class Params(_Section):
+    """params.yaml, validated: each param an attribute (`p.lstm_size`, `p.sample.top_k`), at top level
+    under the classic names as `dvc exp run -S lstm_size=1024` writes them."""
+
+    corpus: str = _param(Param(
+        "anna", str, "a corpus name (`charrnn fetch --help` lists them) or a path to a UTF-8 text file",
+        lambda value: value.strip() != ""))
+    train_frac: float = _param(Param(0.9, float, "a fraction in (0, 1]", lambda value: 0 < value <= 1))
+    val_frac: float = _param(Param(0.05, float, "a fraction in (0, 1)", lambda value: 0 < value < 1))
+    test_frac: float = _param(Param(0.05, float, "a fraction in [0, 1)", lambda value: 0 <= value < 1))
     # model
-    "cell": _one_of(*CELL_TYPES),
-    "lstm_size": Param(384, int, "an integer >= 1", _at_least(1)),
-    "num_layers": Param(2, int, "an integer >= 1", _at_least(1)),
-    "embedding_size": Param(0, int, "an integer >= 0 (0 = one-hot input)", _at_least(0)),
-    "dropout": Param(0.1, float, "a number in [0, 1)", lambda value: 0 <= value < 1),
+    cell: str = _param(_one_of(*CELL_TYPES))
+    lstm_size: int = _param(Param(384, int, "an integer >= 1", _at_least(1)))
+    num_layers: int = _param(Param(2, int, "an integer >= 1", _at_least(1)))
+    embedding_size: int = _param(Param(0, int, "an integer >= 0 (0 = one-hot input)", _at_least(0)))
+    dropout: float = _param(Param(0.1, float, "a number in [0, 1)", lambda value: 0 <= value < 1))
     # training
-    "batch_size": Param(32, int, "an integer >= 1", _at_least(1)),
-    "num_steps": Param(32, int, "an integer >= 1", _at_least(1)),
-    "epochs": Param(2, int, "an integer >= 1", _at_least(1)),
-    "learning_rate": Param(0.005, float, "a number > 0", lambda value: value > 0),
-    "lr_schedule": _one_of("cosine", "constant"),
-    "warmup_steps": Param(100, int, "an integer >= 0", _at_least(0)),
-    "min_lr": Param(0.0001, float, "a number >= 0", _at_least(0)),
-    "grad_clip": Param(5.0, float, "a number > 0", lambda value: value > 0),
-    "seed": Param(1234, int, SEED_RULE, _is_seed),
-    "eval_every": Param(200, int, "an integer >= 1", _at_least(1)),
-    "keep_checkpoints": Param(1000, int, "an integer >= 0 (0 = off)", _at_least(0)),
-    "resume": Param(True, bool, "true or false"),
-    "device": _one_of("auto", "cpu", "cuda"),
-    "processes": Param(1, int, "an integer >= 1 (data-parallel processes, e.g. one per GPU)", _at_least(1)),
-    "precision": _one_of("auto", "bf16", "fp32"),
-    "threads": Param("auto", int, "auto or an integer >= 1 (CPU threads per process)", _at_least(1), auto=True),
-    # sample stage
-    "sample.prime": Param("Far", str, "a non-empty text", lambda value: value != ""),
-    "sample.length": Param(2000, int, "an integer >= 0", _at_least(0)),
-    "sample.temperature": Param(1.0, float, "a number >= 0 (0 = greedy)", _at_least(0)),
-    "sample.top_k": Param(5, int, "an integer from 1 to the vocabulary size, or null for off", _at_least(1),
-                          nullable=True),
-    "sample.top_p": Param(1.0, float, "a number in (0, 1] (1 = off)", lambda value: 0 < value <= 1),
-    "sample.seed": Param(1234, int, SEED_RULE, _is_seed),
-    "sample.num_samples": Param(1, int, "an integer >= 1", _at_least(1)),
-    "sample.drop_unknown": Param(False, bool, "true or false"),
-    "sample.precision": _one_of(*GENERATION_PRECISIONS),
-    # MLflow
-    "tracking.experiment": Param("", str, "an MLflow experiment name ('' = charrnn-<corpus>)"),
-}
+    batch_size: int = _param(Param(32, int, "an integer >= 1", _at_least(1)))
+    num_steps: int = _param(Param(32, int, "an integer >= 1", _at_least(1)))
+    epochs: int = _param(Param(2, int, "an integer >= 1", _at_least(1)))
+    learning_rate: float = _param(Param(0.005, float, "a number > 0", lambda value: value > 0))
+    lr_schedule: str = _param(_one_of("cosine", "constant"))
+    warmup_steps: int = _param(Param(100, int, "an integer >= 0", _at_least(0)))
+    min_lr: float = _param(Param(0.0001, float, "a number >= 0", _at_least(0)))
+    grad_clip: float = _param(Param(5.0, float, "a number > 0", lambda value: value > 0))
+    seed: int = _param(Param(1234, int, SEED_RULE, _is_seed))
+    eval_every: int = _param(Param(200, int, "an integer >= 1", _at_least(1)))
+    keep_checkpoints: int = _param(Param(1000, int, "an integer >= 0 (0 = off)", _at_least(0)))
+    resume: bool = _param(Param(True, bool, "true or false"))
+    device: str = _param(_one_of("auto", "cpu", "cuda"))
+    processes: int = _param(Param(1, int, "an integer >= 1 (data-parallel processes, e.g. one per GPU)", _at_least(1)))
+    precision: str = _param(_one_of("auto", "bf16", "fp32"))
+    threads: int | str = _param(Param("auto", int, "auto or an integer >= 1 (CPU threads per process)", _at_least(1), auto=True))
+    sample: Sample = field(default_factory=Sample)
+    tracking: Tracking = field(default_factory=Tracking)
+
+    def model_config(self):
+        """The model's shape as core.model.CharRNN takes it (less the vocabulary size)."""
+        return dict(cell=self.cell, lstm_size=self.lstm_size, num_layers=self.num_layers, dropout=self.dropout,
+                    embedding_size=self.embedding_size)
+
+
+def _schema(cls, prefix=""):
+    """{dotted name: Param} of a typed view's fields, sections included, in their order."""
+    schema = {}
+    for spec in fields(cls):
+        if "param" in spec.metadata:
+            schema[prefix + spec.name] = spec.metadata["param"]
+        else:
+            schema.update(_schema(spec.type, f"{prefix}{spec.name}."))
+    return schema
+
+
+def _typed(clean, cls=Params, prefix=""):
+    """The typed view of a flat dict of clean values."""
+    return cls(**{spec.name: clean[prefix + spec.name] if "param" in spec.metadata
+                  else _typed(clean, spec.type, f"{prefix}{spec.name}.") for spec in fields(cls)})
+
+
+SCHEMA = _schema(Params)  # every param by its dotted name: what validate() checks
 
 
 def defaults():
     """The default value of every param, as a flat dict."""
     return {name: param.default for name, param in SCHEMA.items()}
+
+
+def nested(values):
+    """{dotted name: value} as params.yaml nests them: {'sample.length': 5} is {'sample': {'length': 5}}."""
+    tree = {}
+    for name, value in values.items():
+        *sections, key = name.split(".")
+        target = tree
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[key] = value
+    return tree
 
 
 def changed(values):
@@ -126,36 +196,11 @@ def load(path="params.yaml"):
     try:
         return validate(_flatten(raw), source=str(path))
     except CharRNNError as err:
-        undone = _undo_refused_experiment_values(path, _flatten(raw))
-        raise CharRNNError(f"{err}{undone}") from None
-
-
-def _undo_refused_experiment_values(path, values):
-    """Under `dvc exp run` in the workspace DVC writes the -S values into params.yaml before the stages
-    run, and leaves them there when one fails: put each refused value back as the experiment's baseline
-    commit has it (its line, comment and all), so that a refused value never stays. Returns the words
-    that say so, or ''."""
-    root, baseline = os.environ.get("DVC_ROOT"), os.environ.get("DVC_EXP_BASELINE_REV")
-    if not (root and baseline and os.environ.get("DVC_EXP_NAME")) or path.resolve() != Path(root, "params.yaml").resolve():
-        return ""  # not a workspace experiment (a queued one runs in a copy DVC throws away)
-    try:
-        shown = subprocess.run(["git", "show", f"{baseline}:params.yaml"], cwd=root, capture_output=True, text=True)
-    except OSError:  # no git here
-        return ""
-    if shown.returncode != 0:
-        return ""
-    base_lines, lines = shown.stdout.splitlines(keepends=True), path.read_text(encoding="utf-8").splitlines(keepends=True)
-    base_at, at = _key_lines(base_lines), _key_lines(lines)
-    undone = []
-    for name in SCHEMA:
-        if name in values and name in at and name in base_at and not _valid(name, values[name]):
-            lines[at[name]] = base_lines[base_at[name]]
-            undone.append(name)
-    if not undone:
-        return ""
-    with atomic_path(path) as tmp:
-        tmp.write_text("".join(lines), encoding="utf-8")
-    return f"; params.yaml has {', '.join(undone)} back as in the experiment's baseline (dvc exp run -S had set it)"
+        values = _flatten(raw)
+        refused = [name for name in SCHEMA if name in values and not _valid(name, values[name])]
+        undone = dvc_exp.restore_refused_values(path, refused)
+        said = f"; params.yaml has {', '.join(undone)} back as in the experiment's baseline (dvc exp run -S had set it)"
+        raise CharRNNError(f"{err}{said if undone else ''}") from None
 
 
 def _valid(name, value):
@@ -164,23 +209,6 @@ def _valid(name, value):
         return True
     except CharRNNError:
         return False
-
-
-def _key_lines(lines):
-    """{param name: line index} of the `key: value` lines of a params file (a section's keys as
-    section.key, one level deep as params.yaml nests them)."""
-    found, section = {}, None
-    for index, line in enumerate(lines):
-        match = re.match(r"^( *)([A-Za-z_]\w*)\s*:(.*)$", line.rstrip("\n"))
-        if match is None:
-            continue
-        indent, key, rest = match.groups()
-        if not indent:
-            section = key if rest.split("#")[0].strip() == "" else None
-            found[key] = index
-        elif section:
-            found[f"{section}.{key}"] = index
-    return found
 
 
 MAX_FILE_BYTES = 1_000_000
@@ -198,7 +226,7 @@ class _NoAliasLoader(yaml.SafeLoader):
 
 
 def validate(raw, source="params"):
-    """Check names, types, ranges and cross-field rules; return a new dict of clean values."""
+    """Check the names, types, ranges and cross-field rules of a flat dict of values; return the typed view."""
     unknown = sorted(set(raw) - set(SCHEMA))
     if unknown:
         name = unknown[0]
@@ -210,22 +238,19 @@ def validate(raw, source="params"):
         name = missing[0]
         raise CharRNNError(f"{source}: missing param '{name}' (add e.g. `{name}: {SCHEMA[name].default}`)")
 
-    clean = {name: check_value(name, raw[name], source) for name in SCHEMA}
-
-    total = clean["train_frac"] + clean["val_frac"] + clean["test_frac"]
+    p = _typed({name: check_value(name, raw[name], source) for name in SCHEMA})
+    total = p.train_frac + p.val_frac + p.test_frac
     if total > 1 + 1e-9:
-        raise CharRNNError(
-            f"{source}: train_frac + val_frac + test_frac must be at most 1 (got {total:g})"
-        )
-    if clean["min_lr"] > clean["learning_rate"]:
-        raise CharRNNError(f"{source}: min_lr ({clean['min_lr']:g}) must not exceed learning_rate")
-    return clean
+        raise CharRNNError(f"{source}: train_frac + val_frac + test_frac must be at most 1 (got {total:g})")
+    if p.min_lr > p.learning_rate:
+        raise CharRNNError(f"{source}: min_lr ({p.min_lr:g}) must not exceed learning_rate")
+    return p
 
 
 def with_overrides(values, pairs, source="--set"):
     """Validated `values` with KEY=VALUE `pairs` (a value as YAML reads it, as `dvc exp run -S` writes it)
     in place of theirs: what `dvc exp run -S ...` would run, for the commands that size a variant."""
-    changed = dict(values)
+    changed = values.flat()
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:

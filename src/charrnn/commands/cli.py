@@ -4,14 +4,14 @@ import argparse
 import sys
 
 from charrnn import __version__, params
+from charrnn.core import checkpoint
+from charrnn.core.device import pick_device, use_threads
 from charrnn.data import corpus
 from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError, exit_on_error
+from charrnn.generation.rules import usable_prime
 from charrnn.generation.sample import format_samples, generate
 from charrnn.params import GENERATION_PRECISIONS, SCHEMA
-from charrnn.sampling_rules import usable_prime
-from charrnn.training import checkpoint
-from charrnn.training.device import pick_device, use_threads
 
 # charrnn.tracking imports MLflow (seconds); the commands that need it import it when they run.
 
@@ -69,7 +69,7 @@ def _ui(args):
     from charrnn.tracking import registry, runs
 
     p = params.load(args.params)
-    name = corpus.resolve(p["corpus"]).name
+    name = corpus.resolve(p.corpus).name
     ui(runs.experiment_name(p, name), registry.model_name(name), args.host, args.port)
 
 
@@ -84,7 +84,7 @@ def _doctor(args):
     from charrnn.commands.doctor import doctor
 
     p = params.with_overrides(params.load(args.params), args.set)
-    doctor(p, use_threads(p["threads"]))
+    doctor(p, use_threads(p.threads))
 
 
 def _repro_check(args):

@@ -4,9 +4,9 @@ import itertools
 import shutil
 import textwrap
 
+from charrnn.core.model import shape
 from charrnn.errors import CharRNNError
 from charrnn.generation.sample import generate
-from charrnn.training.model import shape
 
 MIN_COLUMN = 40  # narrower columns than this: the two texts one after the other
 GUTTER = " | "

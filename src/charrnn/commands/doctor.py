@@ -16,18 +16,20 @@ from pathlib import Path
 import torch
 
 from charrnn import project_root
+from charrnn.core.device import pick_device, precision_context, resolve_precision
+from charrnn.core.evaluate import evaluate
+from charrnn.core.model import CharRNN, shape
 from charrnn.data import corpus
 from charrnn.data.batches import num_windows
 from charrnn.data.corpus import read_chunks
 from charrnn.data.split import split_bounds
 from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError
+from charrnn.generation.rules import check_sampling, sampling_options
 from charrnn.generation.sample import generate
+from charrnn.generation.steppers import generation_precision
 from charrnn.progress import duration
-from charrnn.training.device import generation_precision, pick_device, precision_context, resolve_precision
-from charrnn.training.evaluate import evaluate
 from charrnn.training.loop import train_step, validations_after
-from charrnn.training.model import CharRNN, shape
 
 BURST_SECONDS = 4.0  # timed training steps (after two untimed ones), at least 3 steps
 # What the stages cost besides the work counted from params, from the default pipeline's own lines on a
@@ -70,26 +72,26 @@ def corpus_text(source):
 
 
 def count_text(path, source):
-    """(characters, distinct characters) of the corpus text as the prepare stage reads it."""
+    """(characters, the vocabulary) of the corpus text as the prepare stage reads it."""
     chars, length = set(), 0
     for chunk in read_chunks(path, source.start, source.end):
         chars.update(chunk)
         length += len(chunk)
-    return length, len(chars)
+    return length, Vocab(chars=tuple(sorted(chars)), corpus=source.name)
 
 
 def burst(p, vocab_size, device, precision):
     """Seconds per training step of params' model on this device, measured over BURST_SECONDS; and
     the model, trained that little, for the evaluation and generation timings."""
-    torch.manual_seed(p["seed"])
+    torch.manual_seed(p.seed)
     model = CharRNN.from_params(vocab_size, p).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=p["learning_rate"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=p.learning_rate)
     autocast = precision_context(device, precision)
-    ids = torch.randint(vocab_size, (p["batch_size"], p["num_steps"] + 1), device=device)
+    ids = torch.randint(vocab_size, (p.batch_size, p.num_steps + 1), device=device)
     hidden, steps, started = None, -2, None  # the first two steps set kernels up, untimed
     while steps < 3 or time.perf_counter() - started < BURST_SECONDS:
-        _, hidden = train_step(model, optimizer, ids[:, :-1], ids[:, 1:], hidden, p["learning_rate"],
-                               p["grad_clip"], autocast)
+        _, hidden = train_step(model, optimizer, ids[:, :-1], ids[:, 1:], hidden, p.learning_rate,
+                               p.grad_clip, autocast)
         _sync(device)
         steps += 1
         if steps == 0:
@@ -109,11 +111,10 @@ def eval_seconds_per_char(model, vocab_size, device, chars):
     return (time.perf_counter() - started) / chars
 
 
-def generation_seconds_per_char(model, vocab_size, p, device):
+def generation_seconds_per_char(model, vocab_size, p, device, precision):
     vocab = Vocab(chars=tuple(chr(0x100 + i) for i in range(vocab_size)))
-    precision = generation_precision(p["sample.precision"], device, p["cell"])
     length = 200
-    seeds = range(p["sample.num_samples"])
+    seeds = range(p.sample.num_samples)
     generate(model, vocab, vocab.chars[0], 10, seeds=seeds, device=device, precision=precision)  # set-up
     started = time.perf_counter()
     generate(model, vocab, vocab.chars[0], length, top_k=min(5, vocab_size), seeds=seeds, device=device,
@@ -121,27 +122,28 @@ def generation_seconds_per_char(model, vocab_size, p, device):
     return (time.perf_counter() - started) / length
 
 
-def estimate(p, length, vocab_size, device, precision):
-    """(seconds, lines explaining them) of `dvc repro` of params `p` on a corpus of `length` characters."""
-    bounds = split_bounds(length, p["train_frac"], p["val_frac"], p["test_frac"])
+def estimate(p, length, vocab_size, device, precision, generation):
+    """(seconds, lines explaining them) of `dvc repro` of params `p` on a corpus of `length` characters,
+    training in `precision` and generating in `generation`."""
+    bounds = split_bounds(length, p.train_frac, p.val_frac, p.test_frac)
     train_chars, val_chars, test_chars = (bounds[name][1] - bounds[name][0] for name in ("train", "val", "test"))
-    steps = p["epochs"] * num_windows(range(train_chars), p["batch_size"], p["num_steps"])
+    steps = p.epochs * num_windows(range(train_chars), p.batch_size, p.num_steps)
     step_seconds, model = burst(p, vocab_size, device, precision)
     per_val_char = eval_seconds_per_char(model, vocab_size, device, min(val_chars, 50_000))
-    per_generated = generation_seconds_per_char(model, vocab_size, p, device)
-    kept = steps // p["keep_checkpoints"] if p["keep_checkpoints"] else 0
-    validations = validations_after(0, steps, p["eval_every"], p["keep_checkpoints"])
+    per_generated = generation_seconds_per_char(model, vocab_size, p, device, generation)
+    kept = steps // p.keep_checkpoints if p.keep_checkpoints else 0
+    validations = validations_after(0, steps, p.eval_every, p.keep_checkpoints)
     parts = {
         "training": steps * step_seconds,
         "its validations": validations * val_chars * per_val_char,
         "evaluate": (val_chars + test_chars) * per_val_char,
-        "sample": (kept + 1) * p["sample.length"] * per_generated,
+        "sample": (kept + 1) * p.sample.length * per_generated,
         "log_models": (kept + 1) * LOGGED_MODEL_SECONDS,
         "the stages' start-up": STAGE_SECONDS,
     }
-    chars_per_sec = p["batch_size"] * p["num_steps"] / step_seconds
-    lines = [f"{shape(p)}: {steps:,} steps of {p['batch_size']} x {p['num_steps']} characters "
-             f"({p['epochs']} epochs of {train_chars:,}) at {chars_per_sec:,.0f} chars/s "
+    chars_per_sec = p.batch_size * p.num_steps / step_seconds
+    lines = [f"{shape(model.config)}: {steps:,} steps of {p.batch_size} x {p.num_steps} characters "
+             f"({p.epochs} epochs of {train_chars:,}) at {chars_per_sec:,.0f} chars/s "
              f"(measured over {BURST_SECONDS:g} s), {validations} validations, {kept} kept checkpoints",
              ", ".join(f"{name} {duration(seconds)}" for name, seconds in parts.items())]
     return sum(parts.values()), lines
@@ -178,21 +180,22 @@ def store_line():
 
 def doctor(p, threads):
     """Print what this machine will do with params `p` (threads already set: `threads` of them)."""
-    device = pick_device(p["device"])
-    precision = resolve_precision(device, p["precision"])
+    device = pick_device(p.device)
+    precision = resolve_precision(device, p.precision)
+    generation = generation_precision(p.sample.precision, device, p.cell)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none (training runs on the CPU)"
     report = [
         ("CPU", f"{cpu_name()}, {os.cpu_count()} CPUs; torch {torch.__version__}, "
                 f"kernels {torch.backends.cpu.get_cpu_capability()}"),
         ("GPU", gpu),
-        ("device", f"{device}: training in {precision} (precision: {p['precision']}), generation in "
-                   f"{generation_precision(p['sample.precision'], device, p['cell'])} "
-                   f"(sample.precision: {p['sample.precision']}), {threads} CPU thread{'s' * (threads > 1)} "
-                   f"(threads: {p['threads']})"),
+        ("device", f"{device}: training in {precision} (precision: {p.precision}), generation in "
+                   f"{generation} "
+                   f"(sample.precision: {p.sample.precision}), {threads} CPU thread{'s' * (threads > 1)} "
+                   f"(threads: {p.threads})"),
     ]
-    source = corpus.resolve(p["corpus"])
+    source = corpus.resolve(p.corpus)
     path, where = corpus_text(source)
-    report.append(("corpus", f"{p['corpus']}: {path} ({where})" if path else f"{p['corpus']}: {where}"))
+    report.append(("corpus", f"{p.corpus}: {path} ({where})" if path else f"{p.corpus}: {where}"))
     report.append(("MLflow", store_line()))
     report += tools()
     width = max(len(name) for name, _ in report)
@@ -201,9 +204,13 @@ def doctor(p, threads):
     if path is None:
         print(f"{'estimate':<{width}}  none: the corpus is not on this machine yet")
         return
-    length, vocab_size = count_text(path, source)
+    length, vocab = count_text(path, source)
+    try:  # the sample stage's options, now rather than after the training
+        check_sampling(vocab, **sampling_options(p.sample), num_samples=p.sample.num_samples)
+    except CharRNNError as err:
+        raise CharRNNError(f"params.yaml sample section: {err}") from None
     print(f"{'estimate':<{width}}  measuring a few seconds of training...", flush=True)
-    seconds, lines = estimate(p, length, vocab_size, device, precision)
+    seconds, lines = estimate(p, length, len(vocab), device, precision, generation)
     print(f"{'':<{width}}  `dvc repro` from scratch: about {duration(seconds)}")
     for line in lines:
         print(f"{'':<{width}}    {line}")

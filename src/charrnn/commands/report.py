@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from charrnn.atomic import atomic_path
-from charrnn.errors import CharRNNError
 from charrnn.commands.reprocheck import git_root, repro_check
-from charrnn.plots import plot_losses
+from charrnn.errors import CharRNNError
+from charrnn.tracking.plots import plot_losses
 
 LOSS_CURVES = "plots/train/loss.csv"
 SAMPLE = "samples/best.txt"

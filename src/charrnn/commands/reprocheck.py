@@ -11,8 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
-
+from charrnn.commands.scratch import copy_project, environment
 from charrnn.data.corpus import MIRROR_ENV
 from charrnn.errors import CharRNNError
 
@@ -44,9 +43,8 @@ def repro_check(root, overrides=TINY, keep=False):
         raise CharRNNError(f"{root} has no dvc.yaml and params.yaml: run charrnn repro-check in the charrnn "
                            "project's checkout")
     scratch = Path(tempfile.mkdtemp(prefix="charrnn-repro-"))
-    env = _environment(root)
     try:
-        results = [_run_from_scratch(root, scratch / f"run{i}", overrides, env) for i in (1, 2)]
+        results = [_run_from_scratch(root, scratch / f"run{i}", overrides) for i in (1, 2)]
     finally:
         if keep:
             print(f"scratch copies kept in {scratch}")
@@ -66,31 +64,10 @@ def repro_check(root, overrides=TINY, keep=False):
     return problems
 
 
-def _environment(root):
-    """The caller's environment with the venv on PATH and an absolute corpus mirror."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    if env.get(MIRROR_ENV):
-        env[MIRROR_ENV] = str((root / env[MIRROR_ENV]).resolve())
-    env.pop("MLFLOW_TRACKING_URI", None)  # each copy tracks into its own mlruns/
-    env.pop("DVC_ROOT", None)
-    return env
-
-
-def _run_from_scratch(root, copy, overrides, env):
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, text=True, check=True)
-    for name in filter(None, tracked.stdout.split("\0")):
-        if (root / name).is_file():
-            (copy / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(root / name, copy / name)
-    params_path = copy / "params.yaml"
-    params = yaml.safe_load(params_path.read_text())
-    merge(params, overrides)
-    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    git = ["git", "-c", "user.name=repro-check", "-c", "user.email=repro-check@localhost"]
-    for command in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "repro-check"]):
-        subprocess.run(git + command, cwd=copy, check=True, capture_output=True)
-
+def _run_from_scratch(root, copy, overrides):
+    copy_project(root, copy, params=overrides)
+    mirror = os.environ.get(MIRROR_ENV)
+    env = environment(copy, mirror=root / mirror if mirror else None)  # a relative mirror is the checkout's
     dvc = str(Path(sys.executable).parent / "dvc")
     print(f"repro-check: dvc repro in {copy}")
     run = subprocess.run([dvc, "repro"], cwd=copy, env=env, capture_output=True, text=True)
@@ -107,12 +84,3 @@ def _run_from_scratch(root, copy, overrides, env):
             text = path.read_text(encoding="utf-8")
             outputs[str(path.relative_to(copy))] = json.loads(text) if path.suffix == ".json" else text
     return outputs, problems
-
-
-def merge(target, overrides):
-    """Set each of `overrides` ({dotted key: value}) in the nested params `target`."""
-    for key, value in overrides.items():
-        *sections, name = key.split(".")
-        for section in sections:
-            target = target.setdefault(section, {})
-        target[name] = value

@@ -22,10 +22,11 @@ def split_bounds(length, train_frac, val_frac, test_frac):
 
 def split_array(encoded, params):
     """Views of `encoded` for each split; every non-empty split must hold at least one batch."""
-    bounds = split_bounds(len(encoded), params["train_frac"], params["val_frac"], params["test_frac"])
-    for name, (start, end) in bounds.items():
-        if params[f"{name}_frac"] > 0:
-            require_one_batch(name, end - start, params["batch_size"], params["num_steps"])
+    fractions = (params.train_frac, params.val_frac, params.test_frac)
+    bounds = split_bounds(len(encoded), *fractions)
+    for (name, (start, end)), fraction in zip(bounds.items(), fractions):
+        if fraction > 0:
+            require_one_batch(name, end - start, params.batch_size, params.num_steps)
     return {name: encoded[start:end] for name, (start, end) in bounds.items()}
 
 

@@ -1,1 +1,2 @@
-"""Generation: the one-character steps in fp32, bf16 and int8, and sampling text from a model."""
+"""Generation: the sampling options' and the generation precision's rules (torch-free), the
+one-character steps in fp32, bf16 and int8, and sampling text from a model."""

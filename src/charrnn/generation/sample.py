@@ -9,9 +9,8 @@ alone reproduces a sample.
 import torch
 
 from charrnn.errors import CharRNNError
-from charrnn.generation.steppers import make_stepper
-from charrnn.sampling_rules import check_sampling
-from charrnn.training.device import generation_precision
+from charrnn.generation.rules import check_sampling
+from charrnn.generation.steppers import generation_precision, make_stepper
 
 _MASK32 = 0xFFFFFFFF
 
@@ -22,7 +21,7 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
 
     temperature 0 is greedy decoding (deterministic, and prone to loops); top_k None and top_p 1 are off.
     `on_step(ids)` is called with each step's new ids (one per stream), for streaming output.
-    `precision` is the generation steps' (sample.precision's choices; auto as sampling_rules says): the prime is
+    `precision` is the generation steps' (sample.precision's choices; auto as rules.choose_precision says): the prime is
     read in fp32, the sampling arithmetic is fp32 whatever it is.
     """
     prime, _, steps = writing(model, vocab, prime, length, temperature, top_k, top_p, seeds, device, drop_unknown,

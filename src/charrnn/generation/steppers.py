@@ -22,25 +22,33 @@ given machine; a stream's step comes out the same alone as in a batch of any siz
 
 `auto` is bf16 where the device has bf16 kernels, else int8 weights on a CPU (their cost, measured by
 bench/sample_speed.py with teacher_forced_loss, is within MAX_COST), else fp32. The rules of
-the precisions live in charrnn.sampling_rules.
+the precisions live in charrnn.generation.rules.
 """
 
 import torch
 import torch.nn.functional as F
 
+from charrnn.core.device import missing_bf16_kernels
+from charrnn.core.model import WEIGHT_NAMES
+from charrnn.core.protocol import num_streams
 from charrnn.data.batches import streams
-from charrnn.training.device import generation_precision
-from charrnn.training.protocol import num_streams
-from charrnn.training.model import WEIGHT_NAMES
+from charrnn.generation.rules import choose_precision
 
 # one time step of one layer of each cell, with the weights of the matching nn.LSTM/GRU/RNN layer
 CELL_STEPS = {"lstm": torch.lstm_cell, "gru": torch.gru_cell, "rnn": torch.rnn_tanh_cell}
 MAX_COST = 0.01  # nats/char: the most a precision may lose against fp32 (teacher-forced val loss) for auto
 
 
+def generation_precision(precision, device, cell="lstm"):
+    """The precision generation runs in on `device` (rules.choose_precision with the device's bf16 kernels):
+    resolved once per generation, then passed on resolved."""
+    device_type = torch.device(device).type
+    return choose_precision(precision, cell, device_type, missing_bf16_kernels(device_type))
+
+
 def make_stepper(model, precision):
     """A function (ids (batch,), state) → (logits (batch, vocab) fp32, state) for generation at a resolved
-    precision (training.device.generation_precision); the state is the model's (an LSTM's (h, c),
+    precision (generation_precision); the state is the model's (an LSTM's (h, c),
     another cell's h), in fp32. It keeps its own copy of the weights: make a new one after training more."""
     if precision == "fp32":
         return fp32_stepper(model)
@@ -86,7 +94,7 @@ def column_major(tensor):
 def teacher_forced_loss(model, ids, precision, device="cpu"):
     """Mean cross-entropy (nats/char) of the generation path at `precision` over the split `ids`: the
     evaluation protocol's streams read one character at a time by the stepper, state carried, every
-    character after a stream's first scored. In fp32 it equals training.evaluate.evaluate() to float
+    character after a stream's first scored. In fp32 it equals core.evaluate.evaluate() to float
     rounding: the difference is what the precision costs."""
     precision = generation_precision(precision, device, model.config["cell"])
     model = model.to(device).eval()

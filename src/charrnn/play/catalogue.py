@@ -15,10 +15,10 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+from charrnn.core import checkpoint
+from charrnn.core.model import shape
 from charrnn.errors import CharRNNError
 from charrnn.tracking import model_uris, registry, store
-from charrnn.training import checkpoint
-from charrnn.training.model import shape
 
 MODELS = Path("models")
 REGISTERED = re.compile(r"models:/(charrnn-[^/@']+)(?:/(\d+)|@([\w-]+))")

@@ -13,12 +13,12 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE, RESOURCE_EXHAUSTED
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from charrnn.core import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.generation.sample import generate
 from charrnn.params import SCHEMA
 from charrnn.serving.request_rules import OPTIONS, check_bounds, check_count, checked_option
 from charrnn.serving.turns import Busy, Turns
-from charrnn.training import checkpoint
 
 DEFAULT_PRECISION = SCHEMA["sample.precision"].default  # auto, as the sample stage and the CLI
 

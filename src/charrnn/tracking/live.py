@@ -12,11 +12,17 @@ from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
+from charrnn.core.evaluate import loss_metrics
 from charrnn.tracking.runs import (
-    EXPERIMENT_KIND, PipelineRun, comparability, experiment_name, label, source_tags, split_datasets,
+    EXPERIMENT_KIND,
+    PipelineRun,
+    comparability,
+    experiment_name,
+    label,
+    source_tags,
+    split_datasets,
 )
 from charrnn.tracking.store import connect, local_store, redacted, tracking_uri
-from charrnn.training.evaluate import loss_metrics
 
 SYSTEM_METRICS_INTERVAL = 10  # seconds between samples of CPU, memory (and GPU) during training
 # A validation's losses are the run's curves, under the prefix `loss/`: MLflow's chart view puts a prefix's
@@ -82,14 +88,14 @@ class TrainingTracker:
             if kind not in experiment.tags:  # made by an earlier charrnn
                 client.set_experiment_tag(experiment_id, kind, view)
         dvc_exp = os.environ.get("DVC_EXP_NAME", "")
-        name = dvc_exp or label(self.vocab.corpus, self.p)
+        name = dvc_exp or label(self.vocab.corpus, self.p.model_config())
         tags = {**source_tags(), "corpus": self.vocab.corpus, "corpus_sha256": self.vocab.sha256,
-                "device": self.p["device"], **comparability(self.p, self.vocab), FOLDER_TAG: training_folder()}
+                "device": self.p.device, **comparability(self.p, self.vocab), FOLDER_TAG: training_folder()}
         if dvc_exp:
             tags["dvc_exp_name"] = dvc_exp
         run = client.create_run(experiment_id, run_name=name, tags=tags)
         self.run = PipelineRun(client, run.info.run_id)
-        client.log_batch(self.run.id, params=[Param(key, str(value)[:6000]) for key, value in self.p.items()])
+        client.log_batch(self.run.id, params=[Param(key, str(value)[:6000]) for key, value in self.p.flat(skip=("sample",)).items()])
         self.run.log_datasets(split_datasets(self.p, self.vocab))
         self._end_abandoned_runs(client)
         self._monitor_system(resumed=False)

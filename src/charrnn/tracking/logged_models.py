@@ -19,10 +19,10 @@ import pandas as pd
 from mlflow.entities import LoggedModelOutput, Metric
 
 from charrnn import modules
-from charrnn.plots import plot_losses
+from charrnn.core import checkpoint
 from charrnn.serving.pyfunc import SIGNATURE
+from charrnn.tracking.plots import plot_losses
 from charrnn.tracking.runs import label, model_safe
-from charrnn.training import checkpoint
 
 EXAMPLE = pd.DataFrame({"prime": ["Far"], "length": [100], "temperature": [0.8], "top_k": [5], "seed": [0]})
 REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "tqdm", "pyyaml"]

@@ -6,9 +6,9 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from charrnn.core import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.tracking.store import connect, redacted, scrubbed, tracking_uri
-from charrnn.training import checkpoint
 
 
 def download_checkpoint(model_uri):

@@ -21,13 +21,17 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import DatasetInput, InputTag, Metric
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import (
-    MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_COMMIT, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER,
+    MLFLOW_DATASET_CONTEXT,
+    MLFLOW_GIT_COMMIT,
+    MLFLOW_SOURCE_NAME,
+    MLFLOW_SOURCE_TYPE,
+    MLFLOW_USER,
 )
 
 from charrnn import project_root
+from charrnn.core.protocol import PROTOCOL_ID
 from charrnn.errors import CharRNNError
 from charrnn.tracking.store import connect, redacted, tracking_uri
-from charrnn.training.protocol import PROTOCOL_ID
 
 RUN_FILE = "models/mlflow_run.json"  # written by the train stage, read by the later ones
 LOGGED_MODELS = "models/logged_models.json"  # written by the log_models stage, read by register
@@ -39,7 +43,7 @@ CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 
 def label(corpus_name, config):
     """What a run or a logged model is, e.g. anna-2x512-lstm, from the corpus and the model's config
-    (or params)."""
+    (CharRNN.config, or Params.model_config())."""
     return f"{corpus_name}-{config['num_layers']}x{config['lstm_size']}-{config['cell']}"
 
 
@@ -50,12 +54,12 @@ def model_safe(name):
 
 
 def experiment_name(p, corpus_name):
-    return p["tracking.experiment"] or f"charrnn-{corpus_name}"
+    return p.tracking.experiment or f"charrnn-{corpus_name}"
 
 
 def split_id(p, vocab):
     """The corpus bytes and the split fractions."""
-    return f"{vocab.sha256[:12]}:{p['train_frac']:g}/{p['val_frac']:g}/{p['test_frac']:g}"
+    return f"{vocab.sha256[:12]}:{p.train_frac:g}/{p.val_frac:g}/{p.test_frac:g}"
 
 
 def comparability(p, vocab):
@@ -73,7 +77,7 @@ def split_datasets(p, vocab):
         source = resolve_dataset_source(vocab.origin)
     return {split: MetaDataset(source, name=vocab.corpus,
                                digest=hashlib.sha256(f"{split_id(p, vocab)}:{vocab.sha256}:{split}".encode()).hexdigest()[:16])
-            for split in CONTEXTS if p[f"{split}_frac"] > 0}
+            for split, fraction in zip(CONTEXTS, (p.train_frac, p.val_frac, p.test_frac)) if fraction > 0}
 
 
 def run_record(key, path=RUN_FILE):

@@ -16,7 +16,6 @@ from mlflow import MlflowClient
 from charrnn import project_root
 from charrnn.errors import CharRNNError
 
-
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mssql": 1433}  # the default port of each database scheme
 
 

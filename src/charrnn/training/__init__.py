@@ -1,4 +1,4 @@
-"""Training: the model, its checkpoint file format, the evaluation protocol, the device and precision,
-DDP, the run (state, checkpoints, resume) and the loop. It never imports generation, serving, tracking
-or the commands (tests/test_layout.py checks it): an edit of those never retrains a model.
+"""Training proper: the loop, the run's state with its checkpoints and resume, and DDP. It stands on the
+model core (charrnn.core) and the data, and never imports generation, serving, tracking or the commands
+(tests/test_layout.py checks it): an edit of those never retrains a model.
 """

@@ -12,14 +12,14 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
+from charrnn.core.device import pick_device, precision_context, resolve_precision
+from charrnn.core.evaluate import evaluate
+from charrnn.core.model import CharRNN, map_state, shape
 from charrnn.data.batches import num_windows, windows
 from charrnn.data.split import require_one_batch
 from charrnn.errors import CharRNNError, deferred_interrupts
 from charrnn.progress import Heartbeat, ends_at, say
 from charrnn.training import distributed
-from charrnn.training.device import pick_device, precision_context, resolve_precision
-from charrnn.training.evaluate import evaluate
-from charrnn.training.model import CharRNN, map_state, shape
 from charrnn.training.run import Checkpointer, kept_at, restart_cudnn_dropout, run_fingerprint, start
 
 
@@ -40,31 +40,31 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
     """Train per params `p`; write best.pt / last.pt (and kept checkpoints) under `out_dir`.
     Returns (metrics dict, history rows {step, train_loss, val_loss, lr})."""
     # Set-up: the device (one per process under DDP), this process's share of the data, model, optimizer.
-    device = distributed.init(pick_device(p["device"]))
-    precision = resolve_precision(device, p["precision"])
+    device = distributed.init(pick_device(p.device))
+    precision = resolve_precision(device, p.precision)
     ranks = distributed.world_size()
-    require_one_batch("train", len(train_ids), p["batch_size"], p["num_steps"], ranks)
-    torch.manual_seed(p["seed"])
+    require_one_batch("train", len(train_ids), p.batch_size, p.num_steps, ranks)
+    torch.manual_seed(p.seed)
     model = CharRNN.from_params(len(vocab), p).to(device)
     stepped = model  # what the training steps run: the model, or its DDP wrapper that averages gradients
     if ranks > 1:
         stepped = torch.nn.parallel.DistributedDataParallel(model)
-        torch.manual_seed(p["seed"] + distributed.rank())  # same initial weights, different dropout masks
+        torch.manual_seed(p.seed + distributed.rank())  # same initial weights, different dropout masks
         train_ids = distributed.shard(train_ids)
-    optimizer = torch.optim.Adam(model.parameters(), lr=p["learning_rate"])
-    total_steps = p["epochs"] * num_windows(train_ids, p["batch_size"], p["num_steps"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=p.learning_rate)
+    total_steps = p.epochs * num_windows(train_ids, p.batch_size, p.num_steps)
     autocast = precision_context(device, precision)
     fingerprint = run_fingerprint(p, vocab, train_ids, val_ids, device, precision)
-    saver = Checkpointer(out_dir, model, optimizer, vocab, fingerprint, p["keep_checkpoints"])
-    progress = Progress(total_steps, p["batch_size"] * p["num_steps"] * ranks, len(val_ids),
-                        lambda step: validations_after(step, total_steps, p["eval_every"], p["keep_checkpoints"]))
+    saver = Checkpointer(out_dir, model, optimizer, vocab, fingerprint, p.keep_checkpoints)
+    progress = Progress(total_steps, p.batch_size * p.num_steps * ranks, len(val_ids),
+                        lambda step: validations_after(step, total_steps, p.eval_every, p.keep_checkpoints))
 
     # Resume an unfinished run of the same params, data and code from last.pt, or start afresh; the
     # tracker starts before any file changes, so an unreachable tracking server stops training here.
-    state, hidden = start(saver, total_steps, p["resume"], device, progress.say)
+    state, hidden = start(saver, total_steps, p.resume, device, progress.say)
     state.tracking_run_id = tracker.start(state.tracking_run_id)
     saver.open_folder(fresh=state.step == 0)
-    progress.say(f"model: {shape(p)}, {model.num_params():,} parameters for {len(train_ids) * ranks:,} training "
+    progress.say(f"model: {shape(model.config)}, {model.num_params():,} parameters for {len(train_ids) * ranks:,} training "
                  f"characters; {total_steps:,} steps on {device} ({precision}, {threads_phrase()}"
                  f"{f', {ranks} processes' if ranks > 1 else ''})")
 
@@ -77,11 +77,11 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
         for x, y, epoch_start in epoch_windows(train_ids, p, state.step, device):
             lr = learning_rate(state.step, total_steps, p)
             hidden = None if epoch_start else hidden  # a new epoch starts every stream at its text's beginning
-            loss, hidden = train_step(stepped, optimizer, x, y, hidden, lr, p["grad_clip"], autocast)
+            loss, hidden = train_step(stepped, optimizer, x, y, hidden, lr, p.grad_clip, autocast)
             loss_sum += loss
             state.step, state.interval_steps = state.step + 1, state.interval_steps + 1
             progress.step(lambda: f"train loss {loss_sum.item() / max(1, state.interval_steps):.4f}")
-            if validation_due(state.step, total_steps, p["eval_every"], p["keep_checkpoints"]):
+            if validation_due(state.step, total_steps, p.eval_every, p.keep_checkpoints):
                 state.interval_loss = distributed.mean(loss_sum).item()
                 validate_and_checkpoint(state, model, val_ids, device, lr, saver, hidden, progress, tracker)
                 loss_sum = torch.zeros((), device=device)
@@ -96,10 +96,10 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
 def epoch_windows(train_ids, p, step, device):
     """(x, y, epoch_start) of every training window from the run's `step` to the end of the last
     epoch; epoch_start is true at each epoch's first window."""
-    per_epoch = num_windows(train_ids, p["batch_size"], p["num_steps"])
-    for epoch in range(step // per_epoch, p["epochs"]):
+    per_epoch = num_windows(train_ids, p.batch_size, p.num_steps)
+    for epoch in range(step // per_epoch, p.epochs):
         first = step - epoch * per_epoch if epoch == step // per_epoch else 0
-        for index, (x, y) in enumerate(windows(train_ids, p["batch_size"], p["num_steps"], device, start=first)):
+        for index, (x, y) in enumerate(windows(train_ids, p.batch_size, p.num_steps, device, start=first)):
             yield x, y, first + index == 0
 
 
@@ -188,12 +188,12 @@ def train_step(model, optimizer, x, y, hidden, lr, grad_clip, autocast=nullconte
 
 def learning_rate(step, total_steps, p):
     """Linear warmup over warmup_steps, then constant or cosine decay to min_lr at the last step."""
-    if step < p["warmup_steps"]:
-        return p["learning_rate"] * (step + 1) / p["warmup_steps"]
-    if p["lr_schedule"] == "constant":
-        return p["learning_rate"]
-    progress = (step - p["warmup_steps"]) / max(1, total_steps - p["warmup_steps"])
-    return p["min_lr"] + 0.5 * (p["learning_rate"] - p["min_lr"]) * (1 + math.cos(math.pi * progress))
+    if step < p.warmup_steps:
+        return p.learning_rate * (step + 1) / p.warmup_steps
+    if p.lr_schedule == "constant":
+        return p.learning_rate
+    progress = (step - p.warmup_steps) / max(1, total_steps - p.warmup_steps)
+    return p.min_lr + 0.5 * (p.learning_rate - p.min_lr) * (1 + math.cos(math.pi * progress))
 
 
 class Progress:

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from charrnn import modules
+from charrnn.core.checkpoint import load, model_payload, save
+from charrnn.core.model import map_state
 from charrnn.errors import CharRNNError
 from charrnn.training import distributed
-from charrnn.training.checkpoint import load, model_payload, save
-from charrnn.training.model import map_state
 
 # Params that do not change the trained weights: a last.pt made with other values of these resumes.
 NOT_TRAINING = {"resume"}
@@ -133,7 +133,7 @@ def restart_cudnn_dropout(device):
 
 def training_params(p):
     """The params that shape the weights: top-level keys, less the few that do not."""
-    return {key: value for key, value in p.items() if "." not in key and key not in NOT_TRAINING}
+    return {key: value for key, value in p.flat(skip=("sample", "tracking")).items() if key not in NOT_TRAINING}
 
 
 def run_fingerprint(p, vocab, train_ids, val_ids, device, precision):

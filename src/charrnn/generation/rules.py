@@ -1,13 +1,11 @@
 """The rules of the sampling options and of the generation precision, without torch.
 
-Generation (charrnn.generation) applies them; the train stage checks params.yaml's sample section by
-them before hours of training, without importing the generation code, so that an edit of the
-sampler never retrains the model.
+Generation applies them; the served model's request rules and `charrnn doctor` check by them too,
+and they import no torch.
 """
 
 from charrnn.errors import CharRNNError
 from charrnn.params import GENERATION_PRECISIONS
-
 
 # What one generation may hold: its text (about 16 bytes a generated character: the ids and the random
 # numbers of every step) and the prime's one pass (its logits and activations, ~1 KB a character for
@@ -53,30 +51,31 @@ def usable_prime(vocab, prime, drop_unknown):
     return kept
 
 
-def sampling_options(p):
-    """generate()'s sampling keywords from the `sample.*` params."""
-    return dict(prime=p["sample.prime"], length=p["sample.length"], temperature=p["sample.temperature"],
-                top_k=p["sample.top_k"], top_p=p["sample.top_p"], drop_unknown=p["sample.drop_unknown"])
+def sampling_options(sample):
+    """generate()'s sampling keywords from params.yaml's sample section (params.Sample)."""
+    return dict(prime=sample.prime, length=sample.length, temperature=sample.temperature, top_k=sample.top_k,
+                top_p=sample.top_p, drop_unknown=sample.drop_unknown)
 
 
-def generation_precision(precision, cell, device_type, bf16_kernels, no_bf16_error):
+def choose_precision(precision, cell, device_type, missing_bf16_kernels):
     """The precision generation runs in. `auto` is bf16 where the device has bf16 kernels
-    (`bf16_kernels`), else int8 weights on a CPU, else fp32; only LSTMs have bf16 and int8 steps. A
-    precision the device or the cell cannot run is an error naming the choices that can;
-    `no_bf16_error(alternatives)` is the device's own error for bf16 without bf16 kernels."""
+    (`missing_bf16_kernels` is None), else int8 weights on a CPU, else fp32; only LSTMs have bf16 and int8
+    steps. A precision the device or the cell cannot run is an error naming the choices that can;
+    `missing_bf16_kernels` says why the device has no bf16 (core.device.missing_bf16_kernels)."""
     if precision not in GENERATION_PRECISIONS:
         raise CharRNNError(f"precision must be one of {', '.join(GENERATION_PRECISIONS)} (got {precision!r})")
     if precision == "auto":
         if cell != "lstm":
             return "fp32"
-        if bf16_kernels:
+        if missing_bf16_kernels is None:
             return "bf16"
         return "int8" if device_type == "cpu" else "fp32"
     if precision != "fp32" and cell != "lstm":
         raise CharRNNError(f"{precision} generation is implemented for LSTM models, and this one is a {cell}: "
                            "use precision auto or fp32")
-    if precision == "bf16" and not bf16_kernels:
-        raise no_bf16_error("precision auto or fp32" if device_type == "cuda" else "precision auto, fp32 or int8")
+    if precision == "bf16" and missing_bf16_kernels is not None:
+        alternatives = "precision auto or fp32" if device_type == "cuda" else "precision auto, fp32 or int8"
+        raise CharRNNError(f"precision is bf16, but {missing_bf16_kernels}: use {alternatives}")
     if precision == "int8" and device_type != "cpu":
         raise CharRNNError("int8 generation runs on the CPU only: use precision auto, bf16 or fp32 on a GPU")
     return precision

@@ -1,14 +1,12 @@
 """Where and how the model runs: the device (`auto` = CUDA when present), bf16 or fp32, and how many CPU
 threads a process computes with."""
 
-import hashlib
 import os
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-from charrnn import project_root, sampling_rules
+from charrnn import dvc_exp, project_root
 from charrnn.errors import CharRNNError
 
 
@@ -27,29 +25,19 @@ def resolve_precision(device, precision):
     device_type = torch.device(device).type
     if precision == "auto":
         return "bf16" if has_bf16_kernels(device_type) else "fp32"
-    if precision == "bf16":
-        require_bf16_kernels(device_type, "precision: auto or fp32")
+    if precision == "bf16" and missing_bf16_kernels(device_type) is not None:
+        raise CharRNNError(f"precision is bf16, but {missing_bf16_kernels(device_type)}: use precision: auto or fp32")
     return precision
 
 
-def require_bf16_kernels(device_type, alternatives):
-    """Raise no_bf16_error() unless the device has bf16 kernels."""
-    if not has_bf16_kernels(device_type):
-        raise no_bf16_error(device_type, alternatives)
-
-
-def no_bf16_error(device_type, alternatives):
-    """The one error for bf16 asked of a device without bf16 kernels, naming the `alternatives`."""
-    which = "GPU" if device_type == "cuda" else "CPU"
-    capability = "" if device_type == "cuda" else f" (CPU capability {torch.backends.cpu.get_cpu_capability()})"
-    return CharRNNError(f"precision is bf16, but this {which} has no bf16 kernels{capability}: use {alternatives}")
-
-
-def generation_precision(precision, device, cell="lstm"):
-    """sampling_rules.generation_precision on this device: its bf16 kernels, its error without them."""
-    device_type = torch.device(device).type
-    return sampling_rules.generation_precision(precision, cell, device_type, has_bf16_kernels(device_type),
-                                               lambda alternatives: no_bf16_error(device_type, alternatives))
+def missing_bf16_kernels(device_type):
+    """Why the device cannot run bf16, in words (e.g. 'this CPU has no bf16 kernels (CPU capability AVX2)'),
+    or None where it has bf16 kernels."""
+    if has_bf16_kernels(device_type):
+        return None
+    if device_type == "cuda":
+        return "this GPU has no bf16 kernels"
+    return f"this CPU has no bf16 kernels (CPU capability {torch.backends.cpu.get_cpu_capability()})"
 
 
 def precision_context(device, precision):
@@ -83,24 +71,4 @@ def auto_threads():
     if omp.isdigit() and int(omp) > 0:
         return int(omp)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    root = project_root()
-    in_queue = Path.cwd().resolve().is_relative_to(root / ".dvc" / "tmp" / "exps")  # DVC's temp copy of a queued run
-    jobs = queue_workers(root) + (0 if in_queue else 1)
-    return max(1, cpus // max(1, jobs))
-
-
-def queue_workers(root):
-    """The DVC queue workers running for the project in `root` (`dvc queue start -j N` starts N; each
-    runs one experiment at a time). DVC names them dvc-exp-<hash of the queue's folder>-<n>; read from
-    /proc, so 0 where there is none (not Linux)."""
-    folder = os.path.join(root, ".dvc", "tmp", "exps", "celery")  # as DVC's celery queue names its workers
-    prefix = f"dvc-exp-{hashlib.sha256(folder.encode()).hexdigest()[:6]}-".encode()
-    count = 0
-    for pid in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:  # not a process, or gone
-            continue
-        if b"queue-worker" in args and any(arg.startswith(prefix) for arg in args):
-            count += 1
-    return count
+    return max(1, cpus // dvc_exp.project_jobs(project_root()))

@@ -38,8 +38,8 @@ class CharRNN(nn.Module):
 
     @classmethod
     def from_params(cls, vocab_size, p):
-        """The model that params (or any mapping with the same keys) describe."""
-        return cls(vocab_size, p["cell"], p["lstm_size"], p["num_layers"], p["dropout"], p["embedding_size"])
+        """The model that params describe (params.Params, or any object with the same attributes)."""
+        return cls(vocab_size, p.cell, p.lstm_size, p.num_layers, p.dropout, p.embedding_size)
 
     def forward(self, ids, state=None):
         """ids (batch, steps) → logits (batch, steps, vocab), new state."""
@@ -99,7 +99,7 @@ class CharRNN(nn.Module):
 
 
 def shape(config):
-    """A model's shape in words, e.g. '2x512 lstm', from its config (or params)."""
+    """A model's shape in words, e.g. '2x512 lstm', from its config (CharRNN.config)."""
     return f"{config['num_layers']}x{config['lstm_size']} {config['cell']}"
 
 

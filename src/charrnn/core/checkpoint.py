@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from charrnn.atomic import atomic_path
+from charrnn.core.model import CharRNN
 from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError, disk_full
-from charrnn.training.model import CharRNN
 
 FORMAT = "charrnn-checkpoint/1"
 

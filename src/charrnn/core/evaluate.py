@@ -14,11 +14,11 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from charrnn.training import checkpoint
+from charrnn.core import checkpoint
+from charrnn.core.protocol import WINDOW, num_streams
 from charrnn.data.batches import windows
 from charrnn.errors import CharRNNError
 from charrnn.progress import Heartbeat
-from charrnn.training.protocol import WINDOW, num_streams
 
 
 @torch.no_grad()
