@@ -41,6 +41,7 @@ def at_least(kind, low, strict=False):
         if value is None or not math.isfinite(value) or value < low or (strict and value == low):
             raise argparse.ArgumentTypeError(f"must be {rule} (got {text!r})")
         return value
+
     return parse
 
 
@@ -51,8 +52,10 @@ def machine():
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    line = (f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} using {torch.get_num_threads()} threads, "
-            f"{torch.backends.cpu.get_cpu_capability()}, CPU bf16 kernels: {'yes' if has_bf16_kernels('cpu') else 'no'}")
+    line = (
+        f"{cpu}, {os.cpu_count()} CPUs, torch {torch.__version__} using {torch.get_num_threads()} threads, "
+        f"{torch.backends.cpu.get_cpu_capability()}, CPU bf16 kernels: {'yes' if has_bf16_kernels('cpu') else 'no'}"
+    )
     if torch.cuda.is_available():
         line += f"; GPU: {torch.cuda.get_device_name()}"
     return line
@@ -72,6 +75,7 @@ class ModelCost:
     weights: numbers one stream reads per character when it writes alone (every matrix and bias once).
     gemm_width: (k, n) of the recurrent layers' matrix products: hidden in, gates x hidden out.
     """
+
     flop_forward: int
     flop_train: int
     weights: int
@@ -85,8 +89,10 @@ class ModelCost:
         all the window's inputs through the input weights at once, then one time step through the
         recurrent weights (num_steps of them one after another)."""
         k, n = self.gemm_width
-        return {f"{batch_size * num_steps}x{k}x{n}": (batch_size * num_steps, k, n),
-                f"{batch_size}x{k}x{n}": (batch_size, k, n)}
+        return {
+            f"{batch_size * num_steps}x{k}x{n}": (batch_size * num_steps, k, n),
+            f"{batch_size}x{k}x{n}": (batch_size, k, n),
+        }
 
 
 def model_cost(vocab_size, config):
@@ -133,6 +139,7 @@ class Limits:
     fastest plain read of them), a copy from memory (GB/s read + written), and the time of one small
     operation (an add of two 2048-number rows): what each of the many small steps of one generating
     stream costs however little it computes. `where` says where weights of each size live."""
+
     gemm: dict  # {precision: {shape name: GFLOP/s}}
     matvec: tuple  # (bytes, GB/s), or None where not measured
     copy: float
@@ -145,34 +152,40 @@ class Limits:
         return max(self.gemm[precision].values())
 
     def of_peak(self, flops, precision):
-        """"xx % of <limit>" for an achieved FLOP/s against the GEMM peak."""
+        """ "xx % of <limit>" for an achieved FLOP/s against the GEMM peak."""
         peak = self.peak(precision)
         return f"{flops / 1e9:5.0f} GFLOP/s = {100 * flops / 1e9 / peak:3.0f} % of the {precision} GEMM peak {peak:.0f}"
 
     def of_shape(self, flops, precision, shape):
-        """"xx % of <limit>" for an achieved FLOP/s against the GEMM rate at its own shape."""
+        """ "xx % of <limit>" for an achieved FLOP/s against the GEMM rate at its own shape."""
         rate = self.gemm[precision][shape]
         share = 100 * flops / 1e9 / rate
         return f"{flops / 1e9:5.0f} GFLOP/s = {share:3.0f} % of {rate:.0f}, {precision} GEMM {shape}"
 
     def of_one_stream(self, chars_per_second, weight_bytes, ops_per_char):
-        """"xx % of <ceiling>" for one generating stream: per character it reads `weight_bytes` of weights,
+        """ "xx % of <ceiling>" for one generating stream: per character it reads `weight_bytes` of weights,
         at best at the fp32 matvec's rate, and runs `ops_per_char` operations, each at least a small op."""
         size, rate = self.matvec
         seconds = weight_bytes / (rate * 1e9) + ops_per_char * self.op_seconds
-        return (f"{100 * chars_per_second * seconds:3.0f} % of {1 / seconds:,.0f} chars/s = {weight_bytes / 1e6:.1f} MB of "
-                f"weights at the fp32 matvec's {rate:.0f} GB/s ({self.where(size)}) + {ops_per_char:.0f} ops x "
-                f"{self.op_seconds * 1e6:.1f} µs")
+        return (
+            f"{100 * chars_per_second * seconds:3.0f} % of {1 / seconds:,.0f} chars/s = {weight_bytes / 1e6:.1f} MB of "
+            f"weights at the fp32 matvec's {rate:.0f} GB/s ({self.where(size)}) + {ops_per_char:.0f} ops x "
+            f"{self.op_seconds * 1e6:.1f} µs"
+        )
 
     def __str__(self):
-        gemm = "; ".join(f"{precision} " + ", ".join(f"{name} {rate:,.0f}" for name, rate in shapes.items())
-                         for precision, shapes in self.gemm.items())
+        gemm = "; ".join(
+            f"{precision} " + ", ".join(f"{name} {rate:,.0f}" for name, rate in shapes.items())
+            for precision, shapes in self.gemm.items()
+        )
         matvec = ""
         if self.matvec:
             size, rate = self.matvec
             matvec = f"fp32 matvec {rate:.1f} GB/s over {size / 1e6:.1f} MB ({self.where(size)}); "
-        return (f"GEMM GFLOP/s {gemm}\n  {matvec}copy from memory {self.copy:.1f} GB/s (read + written); "
-                f"a small op {self.op_seconds * 1e6:.1f} µs; {self.caches}")
+        return (
+            f"GEMM GFLOP/s {gemm}\n  {matvec}copy from memory {self.copy:.1f} GB/s (read + written); "
+            f"a small op {self.op_seconds * 1e6:.1f} µs; {self.caches}"
+        )
 
 
 def limits(device, cost=None, shapes=None):
@@ -193,8 +206,15 @@ def cpu_limits(cost=None, shapes=None):
 
     caches = ", ".join(f"L{level} {size / 2**20:g} MiB" for level, size in fits) or "cache sizes unknown"
     precisions = ["fp32"] + (["bf16"] if has_bf16_kernels("cpu") else [])
-    return _measure("cpu", cost, {**(shapes or {}), "2048^3": (2048, 2048, 2048)}, precisions, 2**26,
-                    f"caches (all cores) {caches}", where)
+    return _measure(
+        "cpu",
+        cost,
+        {**(shapes or {}), "2048^3": (2048, 2048, 2048)},
+        precisions,
+        2**26,
+        f"caches (all cores) {caches}",
+        where,
+    )
 
 
 def gpu_limits(cost=None, shapes=None):
@@ -208,8 +228,15 @@ def gpu_limits(cost=None, shapes=None):
     tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
-        measured = _measure("cuda", cost, {**(shapes or {}), "8192^3": (8192, 8192, 8192)}, ["bf16", "fp32"], 2**28,
-                            f"L2 {l2 / 2**20:g} MiB, TF32 off", where)
+        measured = _measure(
+            "cuda",
+            cost,
+            {**(shapes or {}), "8192^3": (8192, 8192, 8192)},
+            ["bf16", "fp32"],
+            2**28,
+            f"L2 {l2 / 2**20:g} MiB, TF32 off",
+            where,
+        )
     finally:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         torch.cuda.empty_cache()  # give back the measurement's buffers
@@ -248,7 +275,7 @@ def _measure(device, cost, shapes, precisions, copy_numbers, caches, where):
         dtype, gemm[precision] = DTYPES[precision], {}
         for name, (m, k, n) in shapes.items():
             a, b = torch.randn(m, k, device=device, dtype=dtype), torch.randn(k, n, device=device, dtype=dtype)
-            gemm[precision][name] = 2 * m * k * n / median_seconds(lambda: a @ b, device) / 1e9
+            gemm[precision][name] = 2 * m * k * n / median_seconds(lambda: a @ b, device) / 1e9  # noqa: B023 (timed at once)
     if cost is not None:
         # the stepper's product: a (1, k) row by a column-major (n, k) fp32 matrix of the model's weights' size
         k = cost.gemm_width[0]

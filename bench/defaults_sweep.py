@@ -32,8 +32,14 @@ from charrnn.training.loop import train
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--set", nargs="*", action="append", default=[], metavar="KEY=VALUE",
-                        help="one candidate (repeat --set for more); no --set: params.yaml as it is")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="one candidate (repeat --set for more); no --set: params.yaml as it is",
+    )
     args = parser.parse_args()
     base = params.load(PARAMS_FILE)
     vocab, ids = corpus_ids("anna")
@@ -42,17 +48,21 @@ def main():
     print(f"machine: {machine()}")
     print(f"anna: {len(train_ids):,} train / {len(val_ids):,} val characters; precision {args.precision}")
     for pairs in args.set or [[]]:
-        p = dataclasses.replace(params.with_overrides(base, pairs), precision=args.precision, keep_checkpoints=0,
-                                resume=False)
+        p = dataclasses.replace(
+            params.with_overrides(base, pairs), precision=args.precision, keep_checkpoints=0, resume=False
+        )
         use_threads(p.threads)
         total = p.epochs * num_windows(train_ids, p.batch_size, p.num_steps)
         with tempfile.TemporaryDirectory() as out:
             start = time.perf_counter()
             metrics, _ = train(p, train_ids, val_ids, vocab, out)
             seconds = time.perf_counter() - start
-        print(f"RESULT {' '.join(pairs) or '(params.yaml)'}: {shape(p.model_config())}, {total:,} steps; "
-              f"{seconds:.0f} s, {metrics['chars_per_sec']:,.0f} chars/s, best val {metrics['best_val_loss']:.4f} "
-              f"at step {metrics['best_step']}", flush=True)
+        print(
+            f"RESULT {' '.join(pairs) or '(params.yaml)'}: {shape(p.model_config())}, {total:,} steps; "
+            f"{seconds:.0f} s, {metrics['chars_per_sec']:,.0f} chars/s, best val {metrics['best_val_loss']:.4f} "
+            f"at step {metrics['best_step']}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -27,16 +27,27 @@ from charrnn.commands.scratch import PIPELINE_FILES, copy_project
 from charrnn.dvc_exp import queue_workers
 from charrnn.errors import CharRNNError, exit_on_error
 
-WAYS = [("-j 1, threads auto", 1, "auto"), ("-j 2, threads auto", 2, "auto"),
-        ("-j 2, threads = CPUs (before)", 2, len(os.sched_getaffinity(0)))]
+WAYS = [
+    ("-j 1, threads auto", 1, "auto"),
+    ("-j 2, threads auto", 2, "auto"),
+    ("-j 2, threads = CPUs (before)", 2, len(os.sched_getaffinity(0))),
+]
 
 
 def run_queue(project, env, jobs, names):
     """Start the queue with `jobs` workers; wait until it is empty and its workers are gone; the seconds."""
     start = time.perf_counter()
     # the workers outlive `dvc queue start`: no captured pipes for them to hold open
-    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=project, env=env, stdin=subprocess.DEVNULL,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, start_new_session=True)
+    subprocess.run(
+        ["dvc", "queue", "start", "-j", str(jobs)],
+        cwd=project,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        start_new_session=True,
+    )
     while any(word in run(["dvc", "queue", "status"], project, env)[2] for word in ("Queued", "Running")):
         time.sleep(1)
     seconds = time.perf_counter() - start
@@ -52,8 +63,13 @@ def run_queue(project, env, jobs, names):
 @exit_on_error
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", nargs="*", default=["lstm_size=256", "epochs=1"], metavar="KEY=VALUE",
-                        help="params of both experiments (default: %(default)s)")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=["lstm_size=256", "epochs=1"],
+        metavar="KEY=VALUE",
+        help="params of both experiments (default: %(default)s)",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as scratch:
@@ -74,12 +90,17 @@ def main():
         from mlflow import MlflowClient
 
         client = MlflowClient(f"sqlite:///{project}/mlruns/mlflow.db")
-        runs = {run.data.tags.get("dvc_exp_name"): run for run in client.search_runs(
-            [e.experiment_id for e in client.search_experiments()])}
+        runs = {
+            run.data.tags.get("dvc_exp_name"): run
+            for run in client.search_runs([e.experiment_id for e in client.search_experiments()])
+        }
         print(f"two queued experiments ({' '.join(args.set)}, each its own seed), whole pipeline each:")
         for label, seconds, names in results:
-            each = ", ".join(f"{runs[name].data.metrics['chars_per_sec']:,.0f} chars/s on "
-                             f"{runs[name].data.metrics['threads']:.0f} thread(s)" for name in names)
+            each = ", ".join(
+                f"{runs[name].data.metrics['chars_per_sec']:,.0f} chars/s on "
+                f"{runs[name].data.metrics['threads']:.0f} thread(s)"
+                for name in names
+            )
             print(f"  {label:<31} {seconds:6.1f} s   (training: {each})")
 
 

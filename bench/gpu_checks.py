@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from common import corpus_ids, device_sync, gpu_limits, machine
-from helpers.training import Killed, dying_after_checkpoint  # tests/helpers, on the path by common
 
 from charrnn import params
 from charrnn.core import checkpoint
@@ -31,6 +30,8 @@ from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.generation.sample import generate
 from charrnn.training import distributed
 from charrnn.training.loop import train, train_step
+
+from helpers.training import Killed, dying_after_checkpoint  # tests/helpers, on the path by common
 
 
 def shakespeare(length):
@@ -77,8 +78,10 @@ def tally(syncs):
 
 def check_cudnn(device):
     """Which kernels a training step runs, and in what dtype the LSTM computes, per precision."""
-    print(f"cudnn: available {torch.backends.cudnn.is_available()}, enabled {torch.backends.cudnn.enabled}, "
-          f"version {torch.backends.cudnn.version()}; precision auto resolves to {resolve_precision(device, 'auto')}")
+    print(
+        f"cudnn: available {torch.backends.cudnn.is_available()}, enabled {torch.backends.cudnn.enabled}, "
+        f"version {torch.backends.cudnn.version()}; precision auto resolves to {resolve_precision(device, 'auto')}"
+    )
     vocab, ids = corpus_ids("anna")
     is_cuda = torch.device(device).type == "cuda"
     for precision in ("bf16", "fp32") if resolve_precision(device, "auto") == "bf16" else ("fp32",):
@@ -87,7 +90,7 @@ def check_cudnn(device):
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         autocast = precision_context(device, precision)
         dtypes = {}
-        model.rnn.register_forward_hook(lambda m, i, o: dtypes.update(lstm_in=i[0].dtype, lstm_out=o[0].dtype))
+        model.rnn.register_forward_hook(lambda m, i, o: dtypes.update(lstm_in=i[0].dtype, lstm_out=o[0].dtype))  # noqa: B023
         batches = windows(ids, 128, 100, device)
         for _ in range(3):  # warm-up
             x, y = next(batches)
@@ -139,8 +142,10 @@ def check_syncs(device):
     queued = time.perf_counter() - start
     device_sync(device)
     done = time.perf_counter() - start
-    print(f"  {steps} steps: the host queued them in {queued:.3f} s, the GPU finished at {done:.3f} s "
-          f"({queued / steps * 1e3:.2f} vs {done / steps * 1e3:.2f} ms/step)")
+    print(
+        f"  {steps} steps: the host queued them in {queued:.3f} s, the GPU finished at {done:.3f} s "
+        f"({queued / steps * 1e3:.2f} vs {done / steps * 1e3:.2f} ms/step)"
+    )
 
     train_ids, val_ids, vocab = shakespeare(600_000)
     p = run_params(device, lstm_size=512, batch_size=64, num_steps=100, eval_every=40)  # 84 steps, 3 validations
@@ -163,8 +168,11 @@ def check_resume(device):
     """Per case: two uninterrupted runs (run to run) and a run killed after its 4th checkpoint, resumed."""
     is_cuda = torch.device(device).type == "cuda"
     train_ids, val_ids, vocab = shakespeare(300_000 if is_cuda else 40_000)
-    base = dict(lstm_size=256, batch_size=32, num_steps=50, eval_every=20) if is_cuda else \
-        dict(lstm_size=32, batch_size=32, num_steps=20, eval_every=10)
+    base = (
+        dict(lstm_size=256, batch_size=32, num_steps=50, eval_every=20)
+        if is_cuda
+        else dict(lstm_size=32, batch_size=32, num_steps=20, eval_every=10)
+    )
     cases = [
         ("2 layers, dropout 0.3, auto precision", dict(dropout=0.3), False),
         ("1 layer, dropout 0.3, auto precision", dict(num_layers=1, dropout=0.3), False),
@@ -195,8 +203,10 @@ def check_resume(device):
                 print(f"    NOT RESUMED: {said.getvalue().splitlines()[0]}")
             runs["resumed"] = history, checkpoint.load(out / "cut" / "last.pt")["model_state"]
         torch.backends.cudnn.deterministic = False
-        print(f"resume, {name} ({len(runs['whole'][0])} validations, {runs['whole'][0][-1]['step']} steps, "
-              f"killed after step {runs['whole'][0][3]['step']}):")
+        print(
+            f"resume, {name} ({len(runs['whole'][0])} validations, {runs['whole'][0][-1]['step']} steps, "
+            f"killed after step {runs['whole'][0][3]['step']}):"
+        )
         print(f"    run to run:           {compare(*runs['whole'], *runs['again'])}")
         print(f"    resumed vs unbroken:  {compare(*runs['whole'], *runs['resumed'])}")
 
@@ -233,15 +243,22 @@ def check_ddp(device):
     distributed.close = close
     is_cuda = torch.device(device).type == "cuda"
     train_ids, val_ids, vocab = shakespeare(300_000 if is_cuda else 20_000)
-    p = run_params(device, lstm_size=256 if is_cuda else 32, batch_size=32, num_steps=50 if is_cuda else 10,
-                   eval_every=40 if is_cuda else 20)
+    p = run_params(
+        device,
+        lstm_size=256 if is_cuda else 32,
+        batch_size=32,
+        num_steps=50 if is_cuda else 10,
+        eval_every=40 if is_cuda else 20,
+    )
     with tempfile.TemporaryDirectory() as out:
         metrics, history = train(p, train_ids, val_ids, vocab, out)
         files = sorted(path.name for path in Path(out).iterdir())
-    print(f"ddp: launched {distributed.launched()}, backend {seen.get('backend')}, world size {seen.get('world')}, "
-          f"rank {seen.get('rank')}; {metrics['steps']} steps, {len(history)} validations, "
-          f"best val {metrics['best_val_loss']:.4f}, device {metrics['device']}; wrote {files}; "
-          f"process group destroyed: {seen.get('destroyed')}")
+    print(
+        f"ddp: launched {distributed.launched()}, backend {seen.get('backend')}, world size {seen.get('world')}, "
+        f"rank {seen.get('rank')}; {metrics['steps']} steps, {len(history)} validations, "
+        f"best val {metrics['best_val_loss']:.4f}, device {metrics['device']}; wrote {files}; "
+        f"process group destroyed: {seen.get('destroyed')}"
+    )
 
 
 CHECKS = dict(cudnn=check_cudnn, syncs=check_syncs, resume=check_resume, generate=check_generate, ddp=check_ddp)

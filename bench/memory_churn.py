@@ -63,8 +63,11 @@ print(json.dumps(dict(faults=(end.ru_minflt - start.ru_minflt) / steps, system=(
 
 def measure(setting, job, steps):
     here = Path(__file__).parent
-    result = subprocess.run([sys.executable, "-c", CHILD, setting, job, str(steps), str(here),
-                             str(here.parent / "params.yaml")], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD, setting, job, str(steps), str(here), str(here.parent / "params.yaml")],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         sys.exit(f"error: {job} ({setting}) failed: {result.stderr.strip().splitlines()[-1]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -79,14 +82,18 @@ def main():
 
     jobs = (["train-bf16"] if has_bf16_kernels("cpu") else []) + ["train-fp32", "evaluate", "generate"]
     print(f"machine: {machine()}; params.yaml's defaults, {args.steps} steps each")
-    print(f"{'job':<11} {'setting':<15} {'faults/step':>11} {'system':>7} {'ms/step':>8} {'chars/s':>8} "
-          f"{'peak RSS':>9}  result")
+    print(
+        f"{'job':<11} {'setting':<15} {'faults/step':>11} {'system':>7} {'ms/step':>8} {'chars/s':>8} "
+        f"{'peak RSS':>9}  result"
+    )
     for job in jobs:
         rows = {setting: measure(setting, job, args.steps) for setting in ("glibc-defaults", "charrnn")}
         for setting, row in rows.items():
-            print(f"{job:<11} {setting:<15} {row['faults']:>11,.0f} {row['system']:>7.1%} {row['seconds'] * 1000:>8.1f} "
-                  f"{row['chars'] if job.startswith('train') else float('nan'):>8,.0f} {row['rss']:>6,.0f} MB  "
-                  f"{str(row['result'])[:30]!r}")
+            print(
+                f"{job:<11} {setting:<15} {row['faults']:>11,.0f} {row['system']:>7.1%} {row['seconds'] * 1000:>8.1f} "
+                f"{row['chars'] if job.startswith('train') else float('nan'):>8,.0f} {row['rss']:>6,.0f} MB  "
+                f"{str(row['result'])[:30]!r}"
+            )
         if rows["charrnn"]["result"] != rows["glibc-defaults"]["result"]:
             sys.exit(f"error: {job} computed other results with charrnn's setting")
 

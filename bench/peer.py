@@ -49,8 +49,10 @@ class PeerCharRNN(nn.Module):
 
     def init_hidden(self, batch_size):
         weight = next(self.parameters()).data
-        return (weight.new(self.n_layers, batch_size, self.n_hidden).zero_(),
-                weight.new(self.n_layers, batch_size, self.n_hidden).zero_())
+        return (
+            weight.new(self.n_layers, batch_size, self.n_hidden).zero_(),
+            weight.new(self.n_layers, batch_size, self.n_hidden).zero_(),
+        )
 
 
 def train_steps(net, data, batch_size=128, seq_length=100, lr=0.001, clip=5, epochs=1):

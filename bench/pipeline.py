@@ -81,8 +81,9 @@ def main():
     parser.add_argument("--repeats", type=at_least(int, 1), default=3, help="no-op `dvc repro` runs to time")
     args = parser.parse_args()
     print(f"machine: {machine()}")
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                            text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as scratch:
         project = copy_project(REPO, Path(scratch) / "project", PIPELINE_FILES, params=TINY)
         env = bench_environment(project)
@@ -95,8 +96,10 @@ def main():
             times.append(seconds)
         small_rss = train_rss(project, env)
         print(f"scratch clone of {commit}: first `dvc repro` (tiny model on Hamlet) {first:.1f} s")
-        print(f"  no-op `dvc repro`: median {statistics.median(times):.2f} s, max {max(times):.2f} s "
-              f"over {args.repeats} runs")
+        print(
+            f"  no-op `dvc repro`: median {statistics.median(times):.2f} s, max {max(times):.2f} s "
+            f"over {args.repeats} runs"
+        )
 
         text = Path(scratch) / "synthetic.txt"
         synthetic_corpus(text, args.megabytes)
@@ -109,8 +112,10 @@ def main():
             total += seconds
             print(f"  {stage} of {size:,.0f} MB: {seconds:.1f} s, peak RSS {peak:,.0f} MB")
         print(f"  prepare + split: {total:.1f} s")
-        print(f"  training windows from the {size:,.0f} MB train split: peak RSS {train_rss(project, env):,.0f} MB "
-              f"(from Hamlet's: {small_rss:,.0f} MB)")
+        print(
+            f"  training windows from the {size:,.0f} MB train split: peak RSS {train_rss(project, env):,.0f} MB "
+            f"(from Hamlet's: {small_rss:,.0f} MB)"
+        )
 
 
 if __name__ == "__main__":

@@ -51,16 +51,20 @@ from charrnn.training.loop import train_step
 _COMMON = dict(cell="lstm", embedding_size=0, min_lr=0.0001, warmup_steps=20, grad_clip=5.0, precision="auto")
 SETTINGS = {
     70: {
-        "bf16": dict(_COMMON, lstm_size=256, num_layers=1, dropout=0.0, batch_size=16, num_steps=50,
-                     learning_rate=0.008),
-        "fp32": dict(_COMMON, lstm_size=192, num_layers=1, dropout=0.0, batch_size=16, num_steps=50,
-                     learning_rate=0.01),
+        "bf16": dict(
+            _COMMON, lstm_size=256, num_layers=1, dropout=0.0, batch_size=16, num_steps=50, learning_rate=0.008
+        ),
+        "fp32": dict(
+            _COMMON, lstm_size=192, num_layers=1, dropout=0.0, batch_size=16, num_steps=50, learning_rate=0.01
+        ),
     },
     600: {
-        "bf16": dict(_COMMON, lstm_size=512, num_layers=2, dropout=0.4, batch_size=32, num_steps=32,
-                     learning_rate=0.004),
-        "fp32": dict(_COMMON, lstm_size=256, num_layers=2, dropout=0.1, batch_size=32, num_steps=32,
-                     learning_rate=0.005),
+        "bf16": dict(
+            _COMMON, lstm_size=512, num_layers=2, dropout=0.4, batch_size=32, num_steps=32, learning_rate=0.004
+        ),
+        "fp32": dict(
+            _COMMON, lstm_size=256, num_layers=2, dropout=0.1, batch_size=32, num_steps=32, learning_rate=0.005
+        ),
     },
 }
 
@@ -129,8 +133,9 @@ def parse_overrides(pairs, config):
 @exit_on_error
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=at_least(float, 0, strict=True), default=70,
-                        help="training seconds (default 70; also try 600)")
+    parser.add_argument(
+        "--budget", type=at_least(float, 0, strict=True), default=70, help="training seconds (default 70; also try 600)"
+    )
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--no-peer", action="store_true", help="skip the peer notebook's run")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a setting")
@@ -153,11 +158,15 @@ def main():
     steps, seconds = train_for(model, config, train_ids, args.budget, device, autocast)
     val = evaluate(model, val_ids, device)
     chars = steps * config["batch_size"] * config["num_steps"]
-    print(f"  charrnn  val {val:.4f} nats/char after {steps:,} steps in {seconds:.1f} s "
-          f"({chars / len(train_ids):.1f} epochs, {chars / seconds:,.0f} chars/s)  {config}")
+    print(
+        f"  charrnn  val {val:.4f} nats/char after {steps:,} steps in {seconds:.1f} s "
+        f"({chars / len(train_ids):.1f} epochs, {chars / seconds:,.0f} chars/s)  {config}"
+    )
     precision = resolve_precision(device, config["precision"])
-    print(f"  charrnn  {limit.of_peak(chars * cost.flop_train / seconds, precision)}: the share of the budget's "
-          f"arithmetic its training used")
+    print(
+        f"  charrnn  {limit.of_peak(chars * cost.flop_train / seconds, precision)}: the share of the budget's "
+        f"arithmetic its training used"
+    )
     if not args.no_peer:
         net = peer_for(vocab, train_ids, args.budget)
         val = evaluate(net, val_ids, "cpu")

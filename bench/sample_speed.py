@@ -116,12 +116,20 @@ def load_model(path, device):
 @exit_on_error
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", type=Path, help=f"a trained checkpoint (default: {DEFAULT_CHECKPOINT} if "
-                        "it exists, else an untrained 2x512 LSTM: speed only)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help=f"a trained checkpoint (default: {DEFAULT_CHECKPOINT} if "
+        "it exists, else an untrained 2x512 LSTM: speed only)",
+    )
     parser.add_argument("--precisions", default="fp32,bf16,int8", help="comma-separated, fp32 first (the reference)")
-    parser.add_argument("--length", type=at_least(int, 1), default=2000, help="characters of the one-stream measurement")
+    parser.add_argument(
+        "--length", type=at_least(int, 1), default=2000, help="characters of the one-stream measurement"
+    )
     parser.add_argument("--streams", type=at_least(int, 1), default=256, help="streams of the batched measurement")
-    parser.add_argument("--batch-length", type=at_least(int, 1), default=200, help="characters per stream of the batched one")
+    parser.add_argument(
+        "--batch-length", type=at_least(int, 1), default=200, help="characters per stream of the batched one"
+    )
     parser.add_argument("--peer-length", type=at_least(int, 1), default=300, help="characters the (slow) peer writes")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
@@ -142,15 +150,19 @@ def main():
     def bound(precision, streams, rate, write):
         if streams == 1:  # every weight read once per character, by a few dozen small operations
             products = products_seconds(model, precision, device)
-            return (f"{limit.of_one_stream(rate, cost.weight_bytes(precision), ops_per_char(write))}; "
-                    f"its products alone {products * 1e6:.0f} µs/char (at most {1 / products:,.0f} chars/s)")
+            return (
+                f"{limit.of_one_stream(rate, cost.weight_bytes(precision), ops_per_char(write))}; "
+                f"its products alone {products * 1e6:.0f} µs/char (at most {1 / products:,.0f} chars/s)"
+            )
         gemm = precision if precision in limit.gemm else "bf16" if "bf16" in limit.gemm else "fp32"
         return limit.of_shape(rate * cost.flop_forward, gemm, shape)
 
     scored = ", ".join(f"{name} {len(ids):,}" for name, ids in splits.items())
-    print(f"{path or 'untrained (speed only)'}: {model_shape(config)}, "
-          f"{len(vocab)} characters{f'; scored on {scored} characters' if splits else ''}; top-k 5, prime "
-          f"{PRIME!r}; auto here is {resolve('auto', device, config['cell'])}")
+    print(
+        f"{path or 'untrained (speed only)'}: {model_shape(config)}, "
+        f"{len(vocab)} characters{f'; scored on {scored} characters' if splits else ''}; top-k 5, prime "
+        f"{PRIME!r}; auto here is {resolve('auto', device, config['cell'])}"
+    )
     net = peer.PeerCharRNN(len(vocab))
     peer_rate = chars_per_second(lambda n: peer.sample(net, n, vocab.encode(PRIME)), args.peer_length, "cpu")
     print(f"  {'peer notebook, 1 stream (CPU)':<26}{peer_rate:>10,.0f} chars/s")
@@ -164,20 +176,31 @@ def main():
         losses = {name: teacher_forced_loss(model, ids, precision, device) for name, ids in splits.items()}
         reference = reference or losses
         if losses:
-            print(f"  {precision}: " + ", ".join(f"{name} {loss / math.log(2):.4f} bpc (cost {loss - reference[name]:+.5f})"
-                                                 for name, loss in losses.items()))
+            print(
+                f"  {precision}: "
+                + ", ".join(
+                    f"{name} {loss / math.log(2):.4f} bpc (cost {loss - reference[name]:+.5f})"
+                    for name, loss in losses.items()
+                )
+            )
         for streams in (1, args.streams):
             seeds = range(streams)
 
             def write(n):
-                return generate(model, vocab, PRIME, n, top_k=5, seeds=seeds, device=device, precision=precision)
+                # timed within this iteration
+                return generate(model, vocab, PRIME, n, top_k=5, seeds=seeds, device=device, precision=precision)  # noqa: B023
 
             rate = streams * chars_per_second(write, args.length if streams == 1 else args.batch_length, device)
             label = f"{precision}, {streams} stream{'s' if streams > 1 else ''}"
-            print(f"  {label:<26}{rate:>10,.0f} chars/s {rate / peer_rate:6.1f}x the peer  "
-                  f"{bound(precision, streams, rate, write)}", flush=True)
-    print(f"bpc: of the generation path, teacher-forced; cost: its loss minus fp32's in nats/char (auto may use a "
-          f"precision whose val cost is at most {MAX_COST})")
+            print(
+                f"  {label:<26}{rate:>10,.0f} chars/s {rate / peer_rate:6.1f}x the peer  "
+                f"{bound(precision, streams, rate, write)}",
+                flush=True,
+            )
+    print(
+        f"bpc: of the generation path, teacher-forced; cost: its loss minus fp32's in nats/char (auto may use a "
+        f"precision whose val cost is at most {MAX_COST})"
+    )
 
 
 if __name__ == "__main__":

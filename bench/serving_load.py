@@ -6,8 +6,8 @@ Saves the checkpoint as charrnn's MLflow model (the one the log_models stage log
 folder, serves it with `mlflow models serve` exactly as the docs say, and for --seconds keeps
 --large clients sending the largest request the served model admits (two rows of 10,000
 characters) and --small clients sending a small one (20 characters) and pausing --pause seconds,
-each client one request at a time; then prints the latencies of each kind (median, 95th percentile, max) and the answers by HTTP
-status (429: a large request refused while MAX_LARGE were in flight; 504: the server's timeout).
+each client one request at a time; then prints the latencies of each kind (median, 95th percentile, max)
+and the answers by HTTP status (429: a large request refused while MAX_LARGE were in flight; 504: the server's timeout).
 """
 
 import argparse
@@ -27,7 +27,9 @@ from common import at_least, machine
 
 from charrnn.errors import CharRNNError, exit_on_error
 
-LARGE = {"dataframe_records": [{"prime": "Far", "length": 10_000, "seed": 1}, {"prime": "Far", "length": 10_000, "seed": 2}]}
+LARGE = {
+    "dataframe_records": [{"prime": "Far", "length": 10_000, "seed": 1}, {"prime": "Far", "length": 10_000, "seed": 2}]
+}
 SMALL = {"dataframe_records": [{"prime": "Far", "length": 20, "seed": 1}]}
 
 
@@ -59,7 +61,9 @@ def main():
     parser.add_argument("--seconds", type=at_least(float, 1), default=60)
     parser.add_argument("--large", type=at_least(int, 0), default=7, help="clients sending large requests")
     parser.add_argument("--small", type=at_least(int, 1), default=2, help="clients sending small requests")
-    parser.add_argument("--pause", type=at_least(float, 0), default=0.5, help="seconds between a small client's requests")
+    parser.add_argument(
+        "--pause", type=at_least(float, 0), default=0.5, help="seconds between a small client's requests"
+    )
     parser.add_argument("--port", type=at_least(int, 1), default=5099)
     args = parser.parse_args()
     if not Path(args.checkpoint).is_file():
@@ -67,10 +71,24 @@ def main():
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory(prefix="charrnn-serve-") as scratch:
         model = save_model(Path(args.checkpoint).resolve(), Path(scratch))
-        server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", str(model),
-                                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(args.port)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                str(model),
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(args.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"},
+        )
         try:
             url = f"http://127.0.0.1:{args.port}"
             for _ in range(120):
@@ -100,17 +118,23 @@ def main():
         finally:
             server.terminate()
             server.wait(timeout=30)
-    print(f"{args.checkpoint} served by `mlflow models serve`; {args.large} clients of large requests (2 rows x "
-          f"10,000 characters) and {args.small} of small ones (20 characters, {args.pause:g} s apart) for "
-          f"{args.seconds:.0f} s:")
+    print(
+        f"{args.checkpoint} served by `mlflow models serve`; {args.large} clients of large requests (2 rows x "
+        f"10,000 characters) and {args.small} of small ones (20 characters, {args.pause:g} s apart) for "
+        f"{args.seconds:.0f} s:"
+    )
     for kind, answers in results.items():
         answered = sorted(seconds for status, seconds, _ in answers if status == 200)
-        statuses = {status: sum(1 for s, _, _ in answers if s == status) for status in sorted({s for s, _, _ in answers})}
+        statuses = {
+            status: sum(1 for s, _, _ in answers if s == status) for status in sorted({s for s, _, _ in answers})
+        }
         line = f"  {kind:<5} {len(answers)} requests, by status {statuses}"
         if answered:
             p95 = answered[min(len(answered) - 1, int(0.95 * len(answered)))]
-            line += (f"; answered in median {statistics.median(answered):.2f} s, 95 % within {p95:.2f} s, "
-                     f"max {answered[-1]:.2f} s")
+            line += (
+                f"; answered in median {statistics.median(answered):.2f} s, 95 % within {p95:.2f} s, "
+                f"max {answered[-1]:.2f} s"
+            )
         print(line)
     if any(leak for answers in results.values() for *_, leak in answers):
         print("  a response body carried a stack trace or a server path")

@@ -32,8 +32,17 @@ from charrnn.data.batches import windows
 from charrnn.errors import exit_on_error
 from charrnn.training.loop import train_step
 
-REFERENCE = dict(cell="lstm", lstm_size=512, num_layers=2, embedding_size=0, dropout=0.5,
-                 batch_size=128, num_steps=100, learning_rate=0.001, grad_clip=5.0)
+REFERENCE = dict(
+    cell="lstm",
+    lstm_size=512,
+    num_layers=2,
+    embedding_size=0,
+    dropout=0.5,
+    batch_size=128,
+    num_steps=100,
+    learning_rate=0.001,
+    grad_clip=5.0,
+)
 
 
 def charrnn_steps(vocab, ids, config, device, precision, steps):
@@ -60,7 +69,7 @@ def peer_chars_per_sec(vocab, ids, steps):
 
 
 def val_loss_after(vocab, train_ids, val_ids, device, precision, steps):
-    for model in charrnn_steps(vocab, train_ids, REFERENCE, device, precision, steps):
+    for model in charrnn_steps(vocab, train_ids, REFERENCE, device, precision, steps):  # noqa: B007 (the last is used)
         pass
     return evaluate(model, val_ids, device)
 
@@ -79,8 +88,12 @@ print(train_speed.peer_chars_per_sec(vocab, ids, int(sys.argv[2])))
 
 
 def peer_in_own_process(steps):
-    result = subprocess.run([sys.executable, "-c", PEER_PROCESS, str(Path(__file__).parent), str(steps)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", PEER_PROCESS, str(Path(__file__).parent), str(steps)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(result.stdout.strip().splitlines()[-1])
 
 
@@ -95,7 +108,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=at_least(int, 1), default=20, help="timed optimizer steps per measurement")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--val-steps", type=at_least(int, 0), default=100, help="steps before the bf16-vs-fp32 val check")
+    parser.add_argument(
+        "--val-steps", type=at_least(int, 0), default=100, help="steps before the bf16-vs-fp32 val check"
+    )
     args = parser.parse_args()
     device = pick_device(args.device)
     vocab, ids = corpus_ids("anna")
@@ -110,8 +125,10 @@ def main():
     def bound(rate, config, precision):
         return limit.of_peak(rate * model_cost(len(vocab), config).flop_train, precision)
 
-    print(f"reference config: 2x512 LSTM, one-hot, batch 128 x 100, dropout 0.5, Adam 1e-3, clip 5, "
-          f"Anna Karenina ({len(vocab)} characters); {args.steps} timed steps")
+    print(
+        f"reference config: 2x512 LSTM, one-hot, batch 128 x 100, dropout 0.5, Adam 1e-3, clip 5, "
+        f"Anna Karenina ({len(vocab)} characters); {args.steps} timed steps"
+    )
     peer_rate = peer_in_own_process(steps) if device == "cpu" else None
     if peer_rate:
         row("peer notebook (fp32, numpy one-hot per step)", peer_rate, None, bound(peer_rate, REFERENCE, "fp32"))
@@ -130,16 +147,20 @@ def main():
     defaults = params.load(PARAMS_FILE)
     config = {key: value for key, value in defaults.flat().items() if key in REFERENCE}
     precision = resolve_precision(device, defaults.precision)
-    print(f"default params.yaml: {shape(config)}, "
-          f"batch {config['batch_size']} x {config['num_steps']}, dropout {config['dropout']}, {precision}")
+    print(
+        f"default params.yaml: {shape(config)}, "
+        f"batch {config['batch_size']} x {config['num_steps']}, dropout {config['dropout']}, {precision}"
+    )
     rate = chars_per_sec(charrnn_steps(vocab, ids, config, device, precision, steps), config, device)
     row(f"charrnn {precision}", rate, peer_rate, bound(rate, config, precision))
 
     if "bf16" in precisions and args.val_steps:
         cut = math.floor(len(ids) * 0.9)
         losses = {p: val_loss_after(vocab, ids[:cut], ids[cut:], device, p, args.val_steps) for p in ("fp32", "bf16")}
-        print(f"val loss after {args.val_steps} steps at the reference config: fp32 {losses['fp32']:.4f}, "
-              f"bf16 {losses['bf16']:.4f} (bf16 - fp32 = {losses['bf16'] - losses['fp32']:+.4f})")
+        print(
+            f"val loss after {args.val_steps} steps at the reference config: fp32 {losses['fp32']:.4f}, "
+            f"bf16 {losses['bf16']:.4f} (bf16 - fp32 = {losses['bf16'] - losses['fp32']:+.4f})"
+        )
 
 
 if __name__ == "__main__":

@@ -39,11 +39,22 @@ from charrnn.errors import CharRNNError, exit_on_error
 IMG = Path("docs/img")
 WINDOW = {"width": 1500, "height": 1000}
 # no background connections (this machine's closed network refuses them, slowly)
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 PICTURES = {"training runs": "mlflow-charts.png", "the champion": "mlflow-registry.png"}
 PLAY_LENGTH = "300"
-DRAWN = {"mlflow-charts.png": ".js-plotly-plot", "mlflow-registry.png": "text=champion", "dvc-plots.png": ".vega-embed .marks"}
+DRAWN = {
+    "mlflow-charts.png": ".js-plotly-plot",
+    "mlflow-registry.png": "text=champion",
+    "dvc-plots.png": ".vega-embed .marks",
+}
 
 
 @contextmanager
@@ -51,7 +62,8 @@ def fresh_page(playwright, window=WINDOW):
     """A page of headless Chromium in a new, empty profile, as a new user's browser."""
     with tempfile.TemporaryDirectory() as profile:
         browser = playwright.chromium.launch_persistent_context(
-            profile, executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_FLAGS, viewport=window)
+            profile, executable_path=shutil.which("chromium"), headless=True, args=CHROMIUM_FLAGS, viewport=window
+        )
         try:
             yield browser.new_page()
         finally:
@@ -72,8 +84,12 @@ def screenshot(playwright, url, path, window=WINDOW):
 
 def play_page(playwright, port):
     """`charrnn play` on `port`: the champion's run learning, as play.png."""
-    play = subprocess.Popen([str(Path(sys.executable).parent / "charrnn"), "play", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    play = subprocess.Popen(
+        [str(Path(sys.executable).parent / "charrnn"), "play", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = play.stdout.readline()
         if not line.startswith("charrnn play: http"):
@@ -93,8 +109,12 @@ def play_page(playwright, port):
 
 def ui_links(port):
     """Start `charrnn ui` on `port`; return (the process, {what: link}) once it has printed its links."""
-    ui = subprocess.Popen([str(Path(sys.executable).parent / "charrnn"), "ui", "--port", str(port)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ui = subprocess.Popen(
+        [str(Path(sys.executable).parent / "charrnn"), "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     printed = {}
     for line in ui.stdout:
         if line.startswith("Ctrl-C") or line.startswith("error:"):
@@ -109,8 +129,9 @@ def ui_links(port):
 
 def npm_file(spec, folder):
     """The file that a CDN serves for an npm package spec such as vega-lite@5.2.0."""
-    packed = subprocess.run(["npm", "pack", spec, "--json", "--pack-destination", folder],
-                            capture_output=True, text=True)
+    packed = subprocess.run(
+        ["npm", "pack", spec, "--json", "--pack-destination", folder], capture_output=True, text=True
+    )
     if packed.returncode != 0:
         raise CharRNNError(f"npm pack {spec} failed: {packed.stderr.strip().splitlines()[-1:]}")
     with tarfile.open(Path(folder) / json.loads(packed.stdout)[0]["filename"]) as tar:

@@ -24,8 +24,10 @@ def main():
         splits = {name: load_ids(f"data/split/{name}.npy") for name in ("val", "test")}
         metrics = evaluate_checkpoint("models/best.pt", vocab, splits, pick_device(p.device))
         # the DVC metrics, the figures one compares first (`dvc exp show`); perplexities in MLflow only
-        write_json("metrics/eval.json", {**{key: metrics[key] for key in COMPARED if key in metrics},
-                                         "eval_protocol": PROTOCOL_ID})
+        write_json(
+            "metrics/eval.json",
+            {**{key: metrics[key] for key in COMPARED if key in metrics}, "eval_protocol": PROTOCOL_ID},
+        )
         # single figures (step 0: bars in the UI's chart view, after the loss curves); the log_models
         # stage links the test metrics to best.pt's logged model
         run.log_metrics(metrics)

@@ -14,8 +14,10 @@ def main():
         log_run_files(run, "plots/train/loss.csv", "data/prepared/vocab.json")
         logged = log_checkpoints(run, "models")
         write_json(LOGGED_MODELS, logged)
-    print(f"logged {len(logged['models'])} checkpoints as models of MLflow run {run.id}; "
-          f"best.pt's: {logged['best_model_id']}")
+    print(
+        f"logged {len(logged['models'])} checkpoints as models of MLflow run {run.id}; "
+        f"best.pt's: {logged['best_model_id']}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,12 @@ def main():
     source = corpus.resolve(p.corpus)
     raw = corpus.raw_path(source, RAW_DIR)
     vocab, length = encode_file(
-        raw, OUT_DIR / "encoded.npy", source.name, corpus.sha256_of(raw), source.origin, start=source.start,
+        raw,
+        OUT_DIR / "encoded.npy",
+        source.name,
+        corpus.sha256_of(raw),
+        source.origin,
+        start=source.start,
         end=source.end,
     )
     vocab.save(OUT_DIR / "vocab.json")

@@ -44,9 +44,18 @@ def main():
             with atomic_path(target) as tmp:
                 tmp.write_text(format_samples(seeds, texts) + "\n", encoding="utf-8")
             run.log_artifact(target, "samples")
-            rows += [{"checkpoint": source.stem, "step": steps[source], "prime": sample.prime, "seed": seed,
-                      "temperature": sample.temperature, "precision": precision, "text": text}
-                     for seed, text in zip(seeds, texts)]
+            rows += [
+                {
+                    "checkpoint": source.stem,
+                    "step": steps[source],
+                    "prime": sample.prime,
+                    "seed": seed,
+                    "temperature": sample.temperature,
+                    "precision": precision,
+                    "text": text,
+                }
+                for seed, text in zip(seeds, texts)
+            ]
             print(f"{target} ({precision}): {texts[0][:60]!r}...")
         run.log_table(rows, SAMPLES_TABLE)
     heartbeat.close()

@@ -43,8 +43,10 @@ def main():
         write_json("metrics/train.json", metrics)
         tracker.log_summary(metrics)
         write_json(RUN_FILE, {"run_id": tracker.run.id})
-    print(f"best val loss {metrics['best_val_loss']:.4f} at step {metrics['best_step']}, "
-          f"{metrics['chars_per_sec']:,.0f} chars/s; MLflow run {tracker.run.id}")
+    print(
+        f"best val loss {metrics['best_val_loss']:.4f} at step {metrics['best_step']}, "
+        f"{metrics['chars_per_sec']:,.0f} chars/s; MLflow run {tracker.run.id}"
+    )
 
 
 if __name__ == "__main__":

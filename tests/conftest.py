@@ -94,8 +94,11 @@ def built(tmp_path_factory, mirror):
     runner.audit = runner.root / "audit"
     runner.audit.mkdir()
     plain = dict(runner.env)
-    runner.env.update(with_python_path(plain, ROOT / "tests" / "audit"), CHARRNN_AUDIT_DIR=str(runner.audit),
-                      MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.2")
+    runner.env.update(
+        with_python_path(plain, ROOT / "tests" / "audit"),
+        CHARRNN_AUDIT_DIR=str(runner.audit),
+        MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.2",
+    )
     runner("repro")
     runner.env.clear()
     runner.env.update(plain, MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="0.2")
@@ -107,9 +110,16 @@ def built(tmp_path_factory, mirror):
     for name, size in (("wider", 32), ("narrow", 16)):
         runner("exp", "run", "--queue", "-n", name, "-S", f"lstm_size={size}")
     # the workers DVC starts outlive `dvc queue start` and would hold captured pipes open: no capture
-    subprocess.run([str(Path(sys.executable).parent / "dvc"), "queue", "start", "-j", "2"], cwd=runner.root,
-                   env=runner.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   timeout=120, start_new_session=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "queue", "start", "-j", "2"],
+        cwd=runner.root,
+        env=runner.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+        start_new_session=True,
+    )
     deadline = time.time() + 600
     while any(word in runner("queue", "status").stdout for word in ("Queued", "Running")):
         assert time.time() < deadline, runner("queue", "status").stdout
@@ -126,7 +136,9 @@ def built(tmp_path_factory, mirror):
     runner.experiment = runner.client.get_experiment_by_name("charrnn-hamlet")
     runner.runs = {r.data.params["lstm_size"]: r for r in runner.client.search_runs([runner.experiment.experiment_id])}
     sizes = {run.info.run_id: size for size, run in runner.runs.items()}
-    runner.versions = {sizes[v.run_id]: str(v.version) for v in runner.client.search_model_versions("name='charrnn-hamlet'")}
+    runner.versions = {
+        sizes[v.run_id]: str(v.version) for v in runner.client.search_model_versions("name='charrnn-hamlet'")
+    }
     return runner
 
 

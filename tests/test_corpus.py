@@ -122,5 +122,5 @@ def test_real_corpora_from_the_mirror(mirror, tmp_path):
     assert hamlet.startswith("The Tragedie of Hamlet")
     anna = corpus.CORPORA["anna"]
     novel = "".join(corpus.read_chunks(tmp_path / "anna.txt", start=anna.start, end=anna.end, chunk_chars=100_000))
-    assert len(novel) == 1_966_145 and novel.endswith("which I have the power to put into\nit.\"\n")
+    assert len(novel) == 1_966_145 and novel.endswith('which I have the power to put into\nit."\n')
     assert "Gutenberg" not in novel[-100_000:]  # the licence footer is left out of every split

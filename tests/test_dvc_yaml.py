@@ -17,6 +17,7 @@ NOT_DATA = ("src/", "stages/", "params.yaml", "mlruns/", ".dvc/", ".git/", "dvc.
 
 def declared(stage):
     """(deps, outs) of a stage; a folder of the package among the deps stands for its Python files."""
+
     def paths(entries):
         return [next(iter(entry)) if isinstance(entry, dict) else entry for entry in entries or []]
 
@@ -43,13 +44,15 @@ def test_stages_read_and_write_only_what_dvc_yaml_declares(built):
         deps, outs = declared(stage)
         log = json.loads((audit / f"{name}.json").read_text())
         assert log["modules"] and all(p.startswith(root) for p in log["modules"]), f"{name} ran another src/"
-        local = lambda paths: {p[len(root):] for p in paths if p.startswith(root) and not p.startswith(str(audit))}  # noqa: E731
+        local = lambda paths: {p[len(root) :] for p in paths if p.startswith(root) and not p.startswith(str(audit))}  # noqa: E731
         data_reads = {p for p in local(log["reads"]) if not p.startswith(NOT_DATA)}
         writes = {p for p in local(log["writes"]) if not p.startswith("mlruns/") and "/." not in "/" + p}
         assert {p for p in data_reads if not within(p, deps + outs)} == set(), name
         # every package module the stage loaded, and every package file it read (the register stage
         # copies the served model's modules), is a dep; and the deps are just those the stage imports
-        loaded = local(log["modules"]) | {p for p in local(log["reads"]) if p.startswith("src/charrnn/") and p.endswith(".py")}
+        loaded = local(log["modules"]) | {
+            p for p in local(log["reads"]) if p.startswith("src/charrnn/") and p.endswith(".py")
+        }
         assert loaded - set(deps) == set(), f"stage {name} uses package files dvc.yaml does not declare"
         script = ROOT / "stages" / f"{name}.py"
         imported = {f"src/charrnn/{file}" for file in modules.closure(*modules.imported_by(script))}
@@ -66,9 +69,11 @@ def test_stages_read_exactly_the_params_dvc_yaml_declares(built):
     for name, stage in stages.items():
         declared = set(stage.get("params") or [])
         read = set(json.loads((built.audit / f"{name}.json").read_text())["params"])  # the audit hook's record
-        keys = {entry: {key for key in params.SCHEMA if key == entry or key.startswith(f"{entry}.")}
-                for entry in declared}  # a section stands for its keys
+        keys = {
+            entry: {key for key in params.SCHEMA if key == entry or key.startswith(f"{entry}.")} for entry in declared
+        }  # a section stands for its keys
         assert all(keys.values()), f"stage {name} declares params that params.yaml does not have"
         assert read - set().union(*keys.values()) == set(), f"stage {name} reads params dvc.yaml does not declare"
-        assert {entry for entry, covered in keys.items() if not covered <= read} == set(), \
+        assert {entry for entry, covered in keys.items() if not covered <= read} == set(), (
             f"stage {name} declares params it never reads"
+        )

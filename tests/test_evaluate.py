@@ -16,11 +16,15 @@ from charrnn.training.loop import train
 from helpers.configs import tiny_corpus, tiny_params
 
 
-@pytest.mark.parametrize("settings", [
-    {"precision": "fp32"},
-    {"precision": "bf16", "batch_size": 4},
-    {"precision": "fp32", "batch_size": 16, "num_steps": 8},
-], ids=["fp32", "bf16-batch4", "fp32-batch16x8"])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"precision": "fp32"},
+        {"precision": "bf16", "batch_size": 4},
+        {"precision": "fp32", "batch_size": 16, "num_steps": 8},
+    ],
+    ids=["fp32", "bf16-batch4", "fp32-batch16x8"],
+)
 def test_the_same_weights_score_the_same_under_any_training_settings(settings, tmp_path):
     if settings["precision"] == "bf16" and not has_bf16_kernels("cpu"):
         pytest.skip("this CPU has no bf16 kernels: bf16 training cannot run here")

@@ -16,8 +16,9 @@ def test_exp_show_of_the_baseline_and_two_experiments_fits_120_columns(built):
     header = lines[1]
     # the losses one compares first, then the params that differ; no file hashes, no bookkeeping counts
     # (State and Executor: the queue's, when experiments were queued)
-    assert re.search(r"Experiment +Created( +State +Executor)? +val_loss +test_loss +val_bpc +test_bpc +lstm_size +$",
-                     header), table
+    assert re.search(
+        r"Experiment +Created( +State +Executor)? +val_loss +test_loss +val_bpc +test_bpc +lstm_size +$", header
+    ), table
     assert "/" not in header and "chars" not in header, table
     for name, size in (("wider", 32), ("narrow", 16)):
         [row] = [line for line in lines if f"[{name}]" in line]

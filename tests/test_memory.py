@@ -22,8 +22,9 @@ print((faults() - before) // 10)
 
 
 def faults_per_buffer(setup):
-    result = subprocess.run([sys.executable, "-c", REUSE.format(setup=setup)], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", REUSE.format(setup=setup)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     return int(result.stdout)
 

@@ -73,16 +73,19 @@ def test_every_kept_checkpoint_and_best_is_a_logged_model_with_its_val_loss(buil
         assert model.name.startswith(f"hamlet-1x8-lstm-step{linked.step}") and model.source_run_id == run.info.run_id
         assert model.params["lstm_size"] == "8" and model.status == LoggedModelStatus.READY
     best = best_model(built, run)
-    assert best.name.endswith("-best") and best.tags["checkpoint"] in ("best.pt", f"i{steps[best.model_id]}_l8_v"
-                                                                        f"{history[steps[best.model_id]]:.4f}.pt")
+    assert best.name.endswith("-best") and best.tags["checkpoint"] in (
+        "best.pt",
+        f"i{steps[best.model_id]}_l8_v{history[steps[best.model_id]]:.4f}.pt",
+    )
     assert min(val_loss(model) for model in models) == val_loss(best) == run.data.metrics["best_val_loss"]
 
     # the registered version is that very model, not a copy
     [version] = client.search_model_versions(f"name='charrnn-hamlet' and run_id='{run.info.run_id}'")
     assert version.source == f"models:/{best.model_id}"
     # the Models tab's ranking: by val_loss across the runs, the wider run's best first
-    ranked = client.search_logged_models([built.experiment.experiment_id],
-                                         order_by=[{"field_name": "metrics.loss/val", "ascending": True}])
+    ranked = client.search_logged_models(
+        [built.experiment.experiment_id], order_by=[{"field_name": "metrics.loss/val", "ascending": True}]
+    )
     assert ranked[0].model_id == best_model(built, built.runs["32"]).model_id
     assert len(ranked) == sum(len(run.outputs.model_outputs) for run in built.runs.values())
 
@@ -95,7 +98,8 @@ def test_every_kept_checkpoint_and_best_is_a_logged_model_with_its_val_loss(buil
     text = model.predict(pd.DataFrame({"prime": ["To"], "length": [20]}))[0]
     assert text.startswith("To") and len(text) == 22
     assert model.metadata.get_params_schema().to_dict() == [
-        {"name": "precision", "type": "string", "default": "auto", "shape": None}]
+        {"name": "precision", "type": "string", "default": "auto", "shape": None}
+    ]
     int8 = model.predict(pd.DataFrame({"prime": ["To"], "length": [20]}), params={"precision": "int8"})[0]
     assert int8.startswith("To") and len(int8) == 22
     with pytest.raises(mlflow.exceptions.MlflowException, match="precision must be one of"):
@@ -120,13 +124,15 @@ def test_each_version_carries_its_history_and_the_champion_its_predecessor(built
     assert str(champion.version) == built.versions["32"]
     assert champion.tags["champion_replaced"] in (built.versions["8"], built.versions["16"])  # who held it before
     assert datetime.fromisoformat(champion.tags["champion_since"]) >= datetime.fromisoformat(
-        versions["1"].tags["champion_since"])
+        versions["1"].tags["champion_since"]
+    )
 
 
 def test_the_samples_are_a_table(built):
     run = built.runs["8"]
-    path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="samples.json",
-                                               tracking_uri=f"sqlite:///{built.root}/mlruns/mlflow.db")
+    path = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="samples.json", tracking_uri=f"sqlite:///{built.root}/mlruns/mlflow.db"
+    )
     table = json.loads(Path(path).read_text())
     assert table["columns"] == ["checkpoint", "step", "prime", "seed", "temperature", "precision", "text"]
     rows = [dict(zip(table["columns"], row)) for row in table["data"]]
@@ -148,13 +154,12 @@ def compare(built, *args, columns=60):
 def texts(output):
     """[(heading, text)] of compare's output on a narrow terminal (one text after the other)."""
     assert output.startswith("== ") and output.endswith("\n"), output
-    return [tuple(block.split("\n", 1)) for block in output[len("== "):-1].split("\n\n== ")]
+    return [tuple(block.split("\n", 1)) for block in output[len("== ") : -1].split("\n\n== ")]
 
 
 def test_compare_two_versions_side_by_side(built):
     wider = f"models:/charrnn-hamlet/{built.versions['32']}"
-    different = compare(built, "models:/charrnn-hamlet/1", wider, "--prime", "To be",
-                        "--length", "120", "--seed", "3")
+    different = compare(built, "models:/charrnn-hamlet/1", wider, "--prime", "To be", "--length", "120", "--seed", "3")
     assert different.returncode == 0, different.stderr
     (head_1, text_1), (head_2, text_2) = texts(different.stdout)
     assert head_1.startswith("charrnn-hamlet version 1: val ") and ", 1x8 lstm," in head_1
@@ -166,8 +171,10 @@ def test_compare_two_versions_side_by_side(built):
     (head_a, text_a), (head_b, text_b) = texts(same.stdout)
     assert head_b.startswith(f"charrnn-hamlet version {built.versions['32']} (@champion): val ") and text_a == text_b
     assert texts(compare(built, "models/best.pt", wider, "--length", "120").stdout)[0][1] == text_a
-    by_precision = {precision: texts(compare(built, "models/best.pt", wider, "--length", "300",
-                                             "--precision", precision).stdout) for precision in ("int8", "fp32")}
+    by_precision = {
+        precision: texts(compare(built, "models/best.pt", wider, "--length", "300", "--precision", precision).stdout)
+        for precision in ("int8", "fp32")
+    }
     assert by_precision["int8"][0][1] == by_precision["int8"][1][1] != by_precision["fp32"][0][1]
 
     wide = compare(built, "models:/charrnn-hamlet/1", wider, columns=200).stdout.splitlines()
@@ -177,17 +184,25 @@ def test_compare_two_versions_side_by_side(built):
 
 
 def test_compare_errors_are_one_line(built, tmp_path):
-    assert_clean_error(compare(built, "models:/charrnn-hamlet/9", "models:/charrnn-hamlet/1"),
-                       "cannot load models:/charrnn-hamlet/9")  # three versions exist
-    assert_clean_error(compare(built, "models:/charrnn-hamlet@nobody", "models:/charrnn-hamlet/1"),
-                       "cannot load models:/charrnn-hamlet@nobody")
-    assert_clean_error(compare(built, "modles:/charrnn-hamlet/1", "models:/charrnn-hamlet/1"),
-                       "'modles:/charrnn-hamlet/1' is neither a model URI")
+    assert_clean_error(
+        compare(built, "models:/charrnn-hamlet/9", "models:/charrnn-hamlet/1"), "cannot load models:/charrnn-hamlet/9"
+    )  # three versions exist
+    assert_clean_error(
+        compare(built, "models:/charrnn-hamlet@nobody", "models:/charrnn-hamlet/1"),
+        "cannot load models:/charrnn-hamlet@nobody",
+    )
+    assert_clean_error(
+        compare(built, "modles:/charrnn-hamlet/1", "models:/charrnn-hamlet/1"),
+        "'modles:/charrnn-hamlet/1' is neither a model URI",
+    )
     other = checkpoint.load(built.root / "models/best.pt")
     other["vocab"] = {**other["vocab"], "corpus": "elsinore", "sha256": "1" * 64}
     checkpoint.save(tmp_path / "other.pt", other)
-    assert_clean_error(compare(built, str(tmp_path / "other.pt"), "models:/charrnn-hamlet/1"),
-                       "learned 'elsinore'", "models of different corpora are not compared")
+    assert_clean_error(
+        compare(built, str(tmp_path / "other.pt"), "models:/charrnn-hamlet/1"),
+        "learned 'elsinore'",
+        "models of different corpora are not compared",
+    )
 
 
 def best_model(built, run):

@@ -25,8 +25,9 @@ def test_shapes_for_every_cell_and_input(cell, embedding_size):
 @pytest.mark.parametrize("embedding_size", [0, 8])
 def test_one_step_equals_a_one_character_forward(cell, embedding_size):
     torch.manual_seed(0)
-    model = CharRNN(vocab_size=20, cell=cell, lstm_size=16, num_layers=3, dropout=0.2,
-                    embedding_size=embedding_size).eval()
+    model = CharRNN(
+        vocab_size=20, cell=cell, lstm_size=16, num_layers=3, dropout=0.2, embedding_size=embedding_size
+    ).eval()
     ids = torch.randint(0, 20, (4, 6))
     with torch.no_grad():
         _, state = model(ids[:, :5])
@@ -55,9 +56,15 @@ def test_the_bf16_rnn_path_runs_in_bf16_and_trains_the_fp32_weights(cell):
 
 # oneDNN has no bf16 LSTM on a CPU without bf16 kernels (AVX2 only: "could not create a primitive
 # descriptor"), where charrnn never trains in bf16 (device.resolve_precision); the GRU and RNN run anywhere
-BF16_CPU_CELLS = [pytest.param(cell, marks=pytest.mark.skipif(
-    cell == "lstm" and not has_bf16_kernels("cpu"), reason="no CPU bf16 kernels, so no bf16 LSTM on the CPU"))
-    for cell in params.CELL_TYPES]
+BF16_CPU_CELLS = [
+    pytest.param(
+        cell,
+        marks=pytest.mark.skipif(
+            cell == "lstm" and not has_bf16_kernels("cpu"), reason="no CPU bf16 kernels, so no bf16 LSTM on the CPU"
+        ),
+    )
+    for cell in params.CELL_TYPES
+]
 
 
 @pytest.mark.parametrize("cell", BF16_CPU_CELLS)

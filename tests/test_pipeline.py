@@ -38,8 +38,10 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     refused = project("repro", check=False)
     [line] = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
     assert refused.returncode != 0 and "Traceback" not in refused.stderr and "batch_size" in line
-    assert line.endswith("[DVC removed the outputs of stage split before running it: `dvc checkout split` restores "
-                         "them from the cache, `git checkout` the ones kept in git]")
+    assert line.endswith(
+        "[DVC removed the outputs of stage split before running it: `dvc checkout split` restores "
+        "them from the cache, `git checkout` the ones kept in git]"
+    )
     assert not (project.root / "data/split/train.npy").exists()
     write_params(project.root, **good)
     project("checkout", "split")
@@ -52,11 +54,13 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     client = MlflowClient(f"sqlite:///{project.root}/mlruns/mlflow.db")
     [run] = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])
     models = json.loads((project.root / "models/logged_models.json").read_text())["models"]
-    for module, stages, keep in [("serving/pyfunc.py", {"log_models"}, False),
-                                 ("tracking/registry.py", {"register"}, False),
-                                 ("commands/cli.py", set(), False),
-                                 ("generation/sample.py", {"log_models", "sample"}, True),
-                                 ("data/corpus.py", {"fetch", "prepare", "log_models", "sample"}, True)]:
+    for module, stages, keep in [
+        ("serving/pyfunc.py", {"log_models"}, False),
+        ("tracking/registry.py", {"register"}, False),
+        ("commands/cli.py", set(), False),
+        ("generation/sample.py", {"log_models", "sample"}, True),
+        ("data/corpus.py", {"fetch", "prepare", "log_models", "sample"}, True),
+    ]:
         edited = project.root / "src/charrnn" / module
         original = edited.read_text()
         edited.write_text(original + "# a comment\n")
@@ -96,7 +100,11 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     # one metrics file, each figure once, the ones compared first (the records are plain outputs)
     [metrics] = json.loads(project("metrics", "show", "--json").stdout).values()
     assert list(metrics["data"]) == ["metrics/eval.json"]
-    assert list(metrics["data"]["metrics/eval.json"]["data"]) == ["val_loss", "val_bpc", "eval_protocol"]  # no test part
+    assert list(metrics["data"]["metrics/eval.json"]["data"]) == [
+        "val_loss",
+        "val_bpc",
+        "eval_protocol",
+    ]  # no test part
     plots = json.loads(project("plots", "show", "--json").stdout)
     assert not plots.get("errors") and plots["data"]["plots/train/loss.csv"], plots
 
@@ -107,7 +115,10 @@ def test_a_value_dvc_exp_run_s_wrote_and_a_stage_refused_does_not_stay_in_params
     [line] = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "lstm_size must be an integer >= 1 (got 'abc')" in line
-    assert "params.yaml has lstm_size, sample.length back as in the experiment's baseline (dvc exp run -S had set it)" in line
+    assert (
+        "params.yaml has lstm_size, sample.length back as in the experiment's baseline (dvc exp run -S had set it)"
+        in line
+    )
     after = (project.root / "params.yaml").read_text()
     assert yaml.safe_load(after) == yaml.safe_load(before)  # the values (DVC's rewrite may requote others)
     for key in ("lstm_size:", "  length:"):  # the refused lines as committed, comments and all
@@ -119,8 +130,14 @@ def test_kill_9_during_training_then_repro_resumes_and_completes(project):
     write_params(project.root, **{**PIPELINE, "epochs": 2, "eval_every": 20, "keep_checkpoints": 0})
     project("repro", "split")
     # kill -9 as the sixth last.pt (step 120) is being written: best.pt may be ahead, last.pt holds step 100
-    killed = subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "train"], cwd=project.root,
-                            env=interrupting(project.env, "KILL", 6), capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "repro", "train"],
+        cwd=project.root,
+        env=interrupting(project.env, "KILL", 6),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode != 0 and "step    100/286" in killed.stdout and "step    120/" not in killed.stdout
     assert checkpoint.load(project.root / "models" / "last.pt")["step"] == 100
 
@@ -129,7 +146,10 @@ def test_kill_9_during_training_then_repro_resumes_and_completes(project):
     # the finished run in last.pt without training a step
     plots = project.root / "plots" / "train"
     plots.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(plots)], capture_output=True).returncode == 0
+    mounted = (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(plots)], capture_output=True).returncode
+        == 0
+    )
     if mounted:
         subprocess.run(["dd", "if=/dev/zero", f"of={plots / 'filler'}", "bs=4k"], capture_output=True)
         full = project("repro", "train", check=False)

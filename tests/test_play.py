@@ -25,8 +25,15 @@ from helpers.servers import free_port, wait_for
 CHARRNN = str(Path(sys.executable).parent / "charrnn")
 PRIME = "the "
 # headless, and no background connections (a closed network refuses them, slowly): docs/screenshots.py's
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def test_a_port_it_cannot_use_is_one_line():
@@ -40,9 +47,14 @@ def test_a_port_it_cannot_use_is_one_line():
 
 @pytest.mark.slow  # a server
 def test_another_host_than_loopback_is_served_with_a_warning_and_a_link_that_opens(tmp_path):
-    server = subprocess.Popen([CHARRNN, "play", "--host", "0.0.0.0", "--port", "0"], cwd=tmp_path,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    server = subprocess.Popen(
+        [CHARRNN, "play", "--host", "0.0.0.0", "--port", "0"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+    )
     try:
         warning, link = server.stderr.readline(), server.stdout.readline()
         assert warning.startswith("WARNING: serving on 0.0.0.0, not on this machine alone: anyone who reaches port")
@@ -61,8 +73,14 @@ def test_another_host_than_loopback_is_served_with_a_warning_and_a_link_that_ope
 def page(built):
     """`charrnn play` serving the shared build: its URL, with `server` (the process) and `built`."""
     port = free_port()
-    server = subprocess.Popen([CHARRNN, "play", "--port", str(port)],
-                              cwd=built.root, env=built.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [CHARRNN, "play", "--port", str(port)],
+        cwd=built.root,
+        env=built.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_for(f"{url}/api/settings", server, seconds=120)
     page = type("Page", (), {"url": url, "port": port, "server": server, "built": built})
@@ -116,8 +134,10 @@ def test_the_page_offers_every_registered_version_the_champion_first_and_the_wor
     assert status == 200
     registered = [entry["id"] for entry in listing["registered"]]
     versions = page.built.versions
-    assert registered == ["models:/charrnn-hamlet@champion",
-                          *(f"models:/charrnn-hamlet/{n}" for n in sorted(versions.values(), key=int, reverse=True))]
+    assert registered == [
+        "models:/charrnn-hamlet@champion",
+        *(f"models:/charrnn-hamlet/{n}" for n in sorted(versions.values(), key=int, reverse=True)),
+    ]
     assert f"(version {versions['32']}, val " in listing["registered"][0]["label"]  # wider holds champion
     assert listing["registered"][0]["label"].endswith(" bpc)")
     local = [entry["id"] for entry in listing["checkpoints"]]
@@ -128,8 +148,19 @@ def test_the_page_offers_every_registered_version_the_champion_first_and_the_wor
 
 
 def test_a_text_streams_as_it_is_written_and_is_the_text_charrnn_sample_writes(page):
-    status, stream = post(page, {"models": ["models/best.pt"], "prime": PRIME, "length": 3000, "seed": 7,
-                                 "top_k": None, "top_p": 0.9, "temperature": 0.8, "precision": "fp32"})
+    status, stream = post(
+        page,
+        {
+            "models": ["models/best.pt"],
+            "prime": PRIME,
+            "length": 3000,
+            "seed": 7,
+            "top_k": None,
+            "top_p": 0.9,
+            "temperature": 0.8,
+            "precision": "fp32",
+        },
+    )
     assert status == 200
     names = [name for name, _ in stream]
     assert names[0] == "start" and names[-1] == "done" and names.count("text") > 1  # streamed, in pieces
@@ -147,8 +178,10 @@ def test_two_models_write_together_each_its_own_text(page):
     assert status == 200 and stream[-1][0] == "done"
     heads = stream[0][1]["texts"]
     assert [head["shape"] for head in heads] == ["1x32 lstm", "1x16 lstm"]
-    alone = [written(post(page, {"models": [model_id], "prime": PRIME, "length": 400, "seed": 3,
-                                  "precision": "fp32"})[1])[0] for model_id in ids]
+    alone = [
+        written(post(page, {"models": [model_id], "prime": PRIME, "length": 400, "seed": 3, "precision": "fp32"})[1])[0]
+        for model_id in ids
+    ]
     assert written(stream) == alone and alone[0] != alone[1]
 
 
@@ -166,28 +199,51 @@ def test_the_checkpoints_of_a_models_run_write_one_after_another_by_step(page):
     assert [entry["id"] for entry in local][-1] == "models/best.pt"
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"models": ["models/best.pt"], "prime": PRIME, "length": 1.5}, 400, "length must be an integer >= 0 (got 1.5)"),
-    ({"models": ["models/best.pt"], "prime": PRIME, "length": True}, 400, "length must be an integer >= 0 (got True)"),
-    ({"models": ["models/best.pt"], "prime": PRIME, "top_k": 0}, 400, "top_k must be an integer from 1 to the "),
-    ({"models": ["models/best.pt"], "prime": PRIME, "top_k": 500}, 400, "top_k must be between 1 and the vocabulary"),
-    ({"models": ["models/best.pt"], "prime": PRIME, "top_p": 2}, 400, "top_p must be a number in (0, 1]"),
-    ({"models": ["models/best.pt"], "prime": "Анна"}, 400, "characters not in the hamlet vocabulary"),
-    ({"models": ["models/best.pt"], "prime": PRIME, "precision": "fp8"}, 400, "precision must be one of"),
-    ({"models": ["models/best.pt"], "prime": PRIME, "tokens": 5}, 400, "unknown option 'tokens'"),
-    ({"models": ["models/best.pt"], "prime": PRIME, "length": 10_001}, 400, "over the limit of 10,000 characters"),
-    ({"models": ["models/best.pt"] * 3, "prime": PRIME, "length": 9000}, 400, "27,000 characters in all, over the limit of 20,000 per request"),
-    ({"models": ["models/best.pt"] * 17, "prime": PRIME}, 400, "a request has 1 to 16 models (got 17)"),
-    ({"models": [], "prime": PRIME}, 400, "a request has 1 to 16 models (got 0)"),
-    ({"models": "models/best.pt", "prime": PRIME}, 400, "'models' must be a list"),
-    ({"models": ["/etc/passwd"], "prime": PRIME}, 400, "unknown model '/etc/passwd'"),
-    ({"models": ["models/../params.yaml"], "prime": PRIME}, 400, "unknown model"),
-    ({"models": ["models:/charrnn-hamlet/99"], "prime": PRIME}, 400, "no registered model models:/charrnn-hamlet/99"),
-    ({"models": ["runs:/abc/model"], "prime": PRIME}, 400, "unknown model 'runs:/abc/model'"),
-    (b"[" * 100_000, 400, "the request body is not JSON"),
-    (b"{\"prime\": \"" + b"a" * 300_000 + b"\"}", 413, "the request body is over 262,144 bytes"),
-    ([1, 2], 400, "the request body is a JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (
+            {"models": ["models/best.pt"], "prime": PRIME, "length": 1.5},
+            400,
+            "length must be an integer >= 0 (got 1.5)",
+        ),
+        (
+            {"models": ["models/best.pt"], "prime": PRIME, "length": True},
+            400,
+            "length must be an integer >= 0 (got True)",
+        ),
+        ({"models": ["models/best.pt"], "prime": PRIME, "top_k": 0}, 400, "top_k must be an integer from 1 to the "),
+        (
+            {"models": ["models/best.pt"], "prime": PRIME, "top_k": 500},
+            400,
+            "top_k must be between 1 and the vocabulary",
+        ),
+        ({"models": ["models/best.pt"], "prime": PRIME, "top_p": 2}, 400, "top_p must be a number in (0, 1]"),
+        ({"models": ["models/best.pt"], "prime": "Анна"}, 400, "characters not in the hamlet vocabulary"),
+        ({"models": ["models/best.pt"], "prime": PRIME, "precision": "fp8"}, 400, "precision must be one of"),
+        ({"models": ["models/best.pt"], "prime": PRIME, "tokens": 5}, 400, "unknown option 'tokens'"),
+        ({"models": ["models/best.pt"], "prime": PRIME, "length": 10_001}, 400, "over the limit of 10,000 characters"),
+        (
+            {"models": ["models/best.pt"] * 3, "prime": PRIME, "length": 9000},
+            400,
+            "27,000 characters in all, over the limit of 20,000 per request",
+        ),
+        ({"models": ["models/best.pt"] * 17, "prime": PRIME}, 400, "a request has 1 to 16 models (got 17)"),
+        ({"models": [], "prime": PRIME}, 400, "a request has 1 to 16 models (got 0)"),
+        ({"models": "models/best.pt", "prime": PRIME}, 400, "'models' must be a list"),
+        ({"models": ["/etc/passwd"], "prime": PRIME}, 400, "unknown model '/etc/passwd'"),
+        ({"models": ["models/../params.yaml"], "prime": PRIME}, 400, "unknown model"),
+        (
+            {"models": ["models:/charrnn-hamlet/99"], "prime": PRIME},
+            400,
+            "no registered model models:/charrnn-hamlet/99",
+        ),
+        ({"models": ["runs:/abc/model"], "prime": PRIME}, 400, "unknown model 'runs:/abc/model'"),
+        (b"[" * 100_000, 400, "the request body is not JSON"),
+        (b'{"prime": "' + b"a" * 300_000 + b'"}', 413, "the request body is over 262,144 bytes"),
+        ([1, 2], 400, "the request body is a JSON object"),
+    ],
+)
 def test_a_bad_request_is_one_line_naming_the_problem(page, body, status, message):
     answer = post(page, body)
     assert answer[0] == status, answer
@@ -215,8 +271,10 @@ def test_large_requests_in_flight_are_bounded_and_closing_them_frees_their_place
             opened.append(connection)
         time.sleep(0.3)
         refused = post(page, json.loads(long))[1]
-        assert refused[-1] == ("error", {"message": f"the server is busy with {MAX_LARGE} large requests (over "
-                                                    "1,000 characters); retry later"})
+        assert refused[-1] == (
+            "error",
+            {"message": f"the server is busy with {MAX_LARGE} large requests (over 1,000 characters); retry later"},
+        )
     finally:
         for connection in opened:  # every tab closes: the one computing and those waiting
             connection.close()
@@ -264,6 +322,7 @@ def test_a_closed_connection_stops_its_work_and_a_short_request_is_not_starved(p
 
 
 # ---- the page in a real browser
+
 
 def chromium():
     try:
@@ -360,9 +419,10 @@ def test_in_the_browser_stop_ends_the_writing_and_the_servers_work(tab, page):
     tab.fill("#length", "10000")
     tab.fill("#top-p", "0.5")  # each step dearer: the whole text would take seconds
     tab.click("#write")
-    tab.wait_for_function("document.querySelector('.pane-text') && document.querySelector('.pane-text').textContent.length > 100")
+    tab.wait_for_function(
+        "document.querySelector('.pane-text') && document.querySelector('.pane-text').textContent.length > 100"
+    )
     tab.click("#stop")
     seen = text_lengths(tab)
     assert tab.locator("#status").text_content() == "stopped" and seen[-1][0] < len("Far") + 10000
     assert_idle(page.server)
-

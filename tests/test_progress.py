@@ -15,7 +15,9 @@ from helpers.configs import tiny_corpus, tiny_params
 LEFT = r"(\d+ min \d\d s|\d+ s) left, ends about \d\d:\d\d"
 
 
-@pytest.mark.parametrize("seconds, text", [(0.4, "0 s"), (59, "59 s"), (61, "1 min 01 s"), (3600 + 5 * 60, "1 h 05 min")])
+@pytest.mark.parametrize(
+    "seconds, text", [(0.4, "0 s"), (59, "59 s"), (61, "1 min 01 s"), (3600 + 5 * 60, "1 h 05 min")]
+)
 def test_durations_read_as_a_person_says_them(seconds, text):
     assert duration(seconds) == text
 
@@ -45,11 +47,21 @@ def test_a_piped_training_says_its_steps_its_end_and_then_lines_with_loss_speed_
     train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
     lines = capsys.readouterr().out.splitlines()
     [model] = [index for index, line in enumerate(lines) if line.startswith("model: ")]
-    [end] = [index for index, line in enumerate(lines) if re.fullmatch(rf"[\d,]+ chars/s: {LEFT} \(validations included\)", line)]
+    [end] = [
+        index
+        for index, line in enumerate(lines)
+        if re.fullmatch(rf"[\d,]+ chars/s: {LEFT} \(validations included\)", line)
+    ]
     first_validation = next(index for index, line in enumerate(lines) if line.startswith("step "))
     assert "; 39 steps on cpu" in lines[model] and model < end < first_validation  # the steps, then the end
     steady = [line for line in lines if line.startswith("training: ")]
-    assert steady and all(re.fullmatch(rf"training: \d+/39 steps \(\d+ %\), train loss \d\.\d{{4}}, [\d,]+ chars/s, "
-                                       rf"{LEFT}", line) for line in steady), steady
+    assert steady and all(
+        re.fullmatch(
+            rf"training: \d+/39 steps \(\d+ %\), train loss \d\.\d{{4}}, [\d,]+ chars/s, "
+            rf"{LEFT}",
+            line,
+        )
+        for line in steady
+    ), steady
     validations = [line for line in lines if line.startswith("step ")]
     assert re.search(rf"chars/s, {LEFT}$", validations[0]) and validations[-1].endswith("chars/s")  # the last: done

@@ -65,8 +65,10 @@ def test_bad_revisions_and_no_repository_are_clear_errors(built, tmp_path, monke
     assert_clean_error(charrnn("report", cwd=built.root), "revision 'main' not found", "--base")
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
-    assert_clean_error(charrnn("report", "--base", "HEAD", "--output", str(taken), cwd=built.root),
-                       f"cannot write the report into {taken}")
+    assert_clean_error(
+        charrnn("report", "--base", "HEAD", "--output", str(taken), cwd=built.root),
+        f"cannot write the report into {taken}",
+    )
     assert taken.read_text() == "not a folder"
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     assert_clean_error(charrnn("report", cwd=tmp_path), "not in a git repository")
@@ -77,7 +79,9 @@ def test_repro_check_outside_a_charrnn_checkout_is_a_clear_error(tmp_path, monke
     assert_clean_error(charrnn("repro-check", cwd=tmp_path), "not in a git repository: run charrnn repro-check")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "sub").mkdir()
-    assert_clean_error(charrnn("repro-check", cwd=tmp_path / "sub"), f"{tmp_path.resolve()} has no dvc.yaml and params.yaml")
+    assert_clean_error(
+        charrnn("repro-check", cwd=tmp_path / "sub"), f"{tmp_path.resolve()} has no dvc.yaml and params.yaml"
+    )
 
 
 @pytest.mark.parametrize("workflow", ["ci.yml", "report.yml"])

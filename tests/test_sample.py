@@ -71,11 +71,15 @@ def test_bad_sampling_options_are_named(trained):
     with pytest.raises(CharRNNError, match="not in the tiny vocabulary: 'Q', 'z'"):
         generate(model, vocab, "the Qz", 10)
     assert generate(model, vocab, "the Qz", 10, drop_unknown=True, temperature=0)[0].startswith("the ")
-    for kwargs, message in [(dict(prime=""), "prime text is empty"), (dict(length=-1), "length must be >= 0"),
-                            (dict(temperature=-0.5), "temperature must be >= 0"),
-                            (dict(top_k=len(vocab) + 1), "top_k must be between 1 and the vocabulary size"),
-                            (dict(top_k=0), "top_k must be between 1 and the vocabulary size"),
-                            (dict(top_p=0), "top_p must be in"), (dict(seeds=[]), "num_samples must be >= 1")]:
+    for kwargs, message in [
+        (dict(prime=""), "prime text is empty"),
+        (dict(length=-1), "length must be >= 0"),
+        (dict(temperature=-0.5), "temperature must be >= 0"),
+        (dict(top_k=len(vocab) + 1), "top_k must be between 1 and the vocabulary size"),
+        (dict(top_k=0), "top_k must be between 1 and the vocabulary size"),
+        (dict(top_p=0), "top_p must be in"),
+        (dict(seeds=[]), "num_samples must be >= 1"),
+    ]:
         with pytest.raises(CharRNNError, match=message):
             generate(model, vocab, **{"prime": "the", "length": 5, **kwargs})
 
@@ -100,8 +104,19 @@ def outside_top_k(model, vocab, text, prime_length, k):
 
 def test_cli_streams_a_sample_and_top_k_null_switches_the_filter_off(trained):
     model, vocab, folder, *_ = trained
-    args = ["sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the", "--length", "400",
-            "--temperature", "1.0", "--seed", "5"]
+    args = [
+        "sample",
+        "--checkpoint",
+        str(folder / "best.pt"),
+        "--prime",
+        "the",
+        "--length",
+        "400",
+        "--temperature",
+        "1.0",
+        "--seed",
+        "5",
+    ]
     filtered = charrnn(*args, "--top-k", "5")
     assert filtered.returncode == 0, filtered.stderr
     assert filtered.stdout.startswith("the") and len(filtered.stdout) == 3 + 400 + 1
@@ -113,18 +128,24 @@ def test_cli_streams_a_sample_and_top_k_null_switches_the_filter_off(trained):
 
 def test_cli_sample_errors(trained, tmp_path):
     folder = trained[2]
-    assert_clean_error(charrnn("sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the €"),
-                       "characters not in the tiny vocabulary: '€'")
+    assert_clean_error(
+        charrnn("sample", "--checkpoint", str(folder / "best.pt"), "--prime", "the €"),
+        "characters not in the tiny vocabulary: '€'",
+    )
     assert_clean_error(charrnn("sample", "--checkpoint", str(tmp_path / "none.pt")), "not found")
-    assert_clean_error(charrnn("sample", "--checkpoint", str(folder / "best.pt"), "--top-k", "100"),
-                       "top_k must be between 1 and the vocabulary size")
+    assert_clean_error(
+        charrnn("sample", "--checkpoint", str(folder / "best.pt"), "--top-k", "100"),
+        "top_k must be between 1 and the vocabulary size",
+    )
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert_clean_error(charrnn("sample", "--checkpoint", str(tmp_path / "bad.pt")), "not a readable checkpoint")
 
 
 def test_a_folder_a_device_or_a_mistyped_flag_is_one_clear_line(tmp_path):
     (tmp_path / "models.pt").mkdir()
-    assert_clean_error(charrnn("sample", "--checkpoint", str(tmp_path / "models.pt")), "is a folder, not a checkpoint file")
+    assert_clean_error(
+        charrnn("sample", "--checkpoint", str(tmp_path / "models.pt")), "is a folder, not a checkpoint file"
+    )
     assert_clean_error(charrnn("sample", "--checkpoint", "/dev/null"), "/dev/null is not a regular file")
     assert_clean_error(charrnn("sample", "--temprature", "0.5"), "charrnn: unrecognized arguments: --temprature")
     assert_clean_error(charrnn(), "the following arguments are required: command", "(see charrnn --help)")
@@ -138,7 +159,10 @@ def test_a_checkpoint_of_another_corpus_is_refused(trained):
         evaluate_checkpoint(folder / "best.pt", other, {"val": val_ids}, "cpu")
 
 
-REDUCED = ["int8", pytest.param("bf16", marks=pytest.mark.skipif(not has_bf16_kernels("cpu"), reason="no CPU bf16 kernels"))]
+REDUCED = [
+    "int8",
+    pytest.param("bf16", marks=pytest.mark.skipif(not has_bf16_kernels("cpu"), reason="no CPU bf16 kernels")),
+]
 
 
 @pytest.mark.parametrize("precision", ["fp32", *REDUCED])
@@ -153,8 +177,12 @@ def test_a_seed_writes_the_same_text_every_time_at_each_precision(trained, preci
 @pytest.mark.parametrize("precision", REDUCED)
 def test_reduced_precision_writes_the_learned_text_at_nearly_fp32_loss(trained, precision):
     model, vocab, _, val_ids, _ = trained
-    learned = {precision: known_words(generate(model, vocab, "the ", 600, temperature=0.5, top_k=3, seeds=range(8),
-                                               precision=precision)) for precision in ("fp32", precision)}
+    learned = {
+        precision: known_words(
+            generate(model, vocab, "the ", 600, temperature=0.5, top_k=3, seeds=range(8), precision=precision)
+        )
+        for precision in ("fp32", precision)
+    }
     assert learned[precision] > 0.6 and abs(learned[precision] - learned["fp32"]) < 0.1  # both ~0.74 here
     fp32 = teacher_forced_loss(model, val_ids, "fp32")
     assert abs(teacher_forced_loss(model, val_ids, precision) - fp32) < MAX_COST  # nats/char, as auto asks
@@ -185,12 +213,18 @@ def test_auto_and_the_precisions_a_device_or_cell_cannot_run():
 def test_what_one_generation_may_hold_is_bounded_before_it_is_allocated(trained):
     folder = trained[2]
     args = ["sample", "--checkpoint", str(folder / "best.pt")]
-    assert_clean_error(charrnn(*args, "--length", "1000000000"),
-                       "length x num_samples must be at most 10,000,000 characters (got 1,000,000,000 x 1)")
-    assert_clean_error(charrnn(*args, "--num-samples", "100000000"),
-                       "length x num_samples must be at most 10,000,000 characters (got 2,000 x 100,000,000)")
-    assert_clean_error(charrnn(*args, "--prime", "the " * 30_000),
-                       "the prime's length x num_samples must be at most 100,000 characters (got 120,000 x 1)")
+    assert_clean_error(
+        charrnn(*args, "--length", "1000000000"),
+        "length x num_samples must be at most 10,000,000 characters (got 1,000,000,000 x 1)",
+    )
+    assert_clean_error(
+        charrnn(*args, "--num-samples", "100000000"),
+        "length x num_samples must be at most 10,000,000 characters (got 2,000 x 100,000,000)",
+    )
+    assert_clean_error(
+        charrnn(*args, "--prime", "the " * 30_000),
+        "the prime's length x num_samples must be at most 100,000 characters (got 120,000 x 1)",
+    )
     model, vocab, *_ = trained
     assert check_sampling(vocab, "the", 1_000_000, num_samples=10) == "the"  # at the bound: fine
 
@@ -205,15 +239,23 @@ def test_cli_precision_flag(trained):
     assert charrnn(*args, "--precision", "int8").stdout == runs["int8"].stdout
     assert charrnn(*args, "--precision", "int8", "--threads", "1").stdout == runs["int8"].stdout
     assert runs["int8"].stdout != runs["fp32"].stdout  # another precision writes other text
-    assert_clean_error(charrnn(*args, "--precision", "fp16"), "charrnn sample: argument --precision: invalid choice: 'fp16'")
+    assert_clean_error(
+        charrnn(*args, "--precision", "fp16"), "charrnn sample: argument --precision: invalid choice: 'fp16'"
+    )
 
 
 @pytest.mark.parametrize("command", ["sample", "compare"])
-@pytest.mark.parametrize("option, value, rule", [
-    ("--seed", "-1", "an integer from 0 to 4294967295"), ("--temperature", "nan", "a number >= 0"),
-    ("--length", "1.5", "an integer >= 0"), ("--top-k", "0", "an integer from 1"),
-    ("--threads", "0", "auto or an integer >= 1"), ("--threads", "two", "auto or an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "option, value, rule",
+    [
+        ("--seed", "-1", "an integer from 0 to 4294967295"),
+        ("--temperature", "nan", "a number >= 0"),
+        ("--length", "1.5", "an integer >= 0"),
+        ("--top-k", "0", "an integer from 1"),
+        ("--threads", "0", "auto or an integer >= 1"),
+        ("--threads", "two", "auto or an integer >= 1"),
+    ],
+)
 def test_cli_sampling_options_follow_the_params_rules(command, option, value, rule):
     """The flags refuse what params.yaml's `sample.*` refuses, with its rule, before any model is read."""
     models = ["--checkpoint", "nosuch.pt"] if command == "sample" else ["nosuch.pt", "nosuch.pt"]
@@ -250,7 +292,7 @@ def test_a_stream_steps_alike_alone_and_in_a_batch(precision):
     with torch.inference_mode():
         logits, (h, c) = step(ids, state)
         for row in (0, 17, 39):
-            alone, (alone_h, alone_c) = step(ids[row:row + 1], tuple(s[:, row:row + 1].contiguous() for s in state))
+            alone, (alone_h, alone_c) = step(ids[row : row + 1], tuple(s[:, row : row + 1].contiguous() for s in state))
             torch.testing.assert_close(alone[0], logits[row], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(alone_h[:, 0], h[:, row], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(alone_c[:, 0], c[:, row], rtol=1e-5, atol=1e-6)

@@ -93,8 +93,10 @@ def test_the_served_model_refuses_what_the_cli_refuses_and_bounds_a_request(trai
         ({"prime": ["the"], "top_p": [0.0]}, "row 1: top_p must be a number in (0, 1] (1 = off) (got 0.0)"),
         ({"prime": ["the"] * (MAX_ROWS + 1)}, f"a request has 1 to {MAX_ROWS} rows (got {MAX_ROWS + 1})"),
         ({"prime": ["the " * (MAX_PRIME // 4 + 1)]}, f"over the limit of {MAX_PRIME:,} per prime"),
-        ({"prime": ["the"] * 3, "length": [MAX_TOTAL_LENGTH // 2] * 3},
-         f"over the limit of {MAX_TOTAL_LENGTH:,} per request"),
+        (
+            {"prime": ["the"] * 3, "length": [MAX_TOTAL_LENGTH // 2] * 3},
+            f"over the limit of {MAX_TOTAL_LENGTH:,} per request",
+        ),
     ]:
         with pytest.raises(MlflowException, match=re.escape(message)) as refused:
             served.predict(None, pd.DataFrame(rows))

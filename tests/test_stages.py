@@ -41,7 +41,7 @@ def test_mirror_checksum_mismatch(tmp_path, monkeypatch):
 def test_own_text_file_end_to_end(tmp_path):
     (tmp_path / "mine.txt").write_text("to be or not to be, that is the question\r\n" * 400)
     prepare(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
-    split = (tmp_path / "data" / "split")
+    split = tmp_path / "data" / "split"
     sizes = [len(np.load(split / f"{name}.npy")) for name in ("train", "val", "test")]
     assert sum(sizes) == 400 * 41 and sizes[0] == int(0.9 * 400 * 41)  # CRLF read as one newline
 
@@ -59,7 +59,9 @@ def test_too_small_split_keeps_the_good_outputs(tmp_path):
     before = {p.name: p.read_bytes() for p in split.iterdir()}
 
     write_params(tmp_path, corpus="mine.txt", batch_size=64, num_steps=100)
-    assert_clean_error(stage_in_process("split", tmp_path), "the train split has 4,500 characters, fewer than one batch")
+    assert_clean_error(
+        stage_in_process("split", tmp_path), "the train split has 4,500 characters, fewer than one batch"
+    )
     assert {p.name: p.read_bytes() for p in split.iterdir()} == before
 
 
@@ -67,8 +69,12 @@ def test_a_train_split_too_small_to_share_between_processes(tmp_path):
     (tmp_path / "mine.txt").write_text("abcdefghij" * 500)
     sizes = dict(corpus="mine.txt", train_frac=0.5, val_frac=0.5, test_frac=0, batch_size=40, num_steps=50)
     prepare(tmp_path, **sizes, processes=2, **{"sample.prime": "abc"})
-    assert_clean_error(stage_in_process("train", tmp_path), "the train split has 2,500 characters (1,250 for each of 2 "
-                       "processes), fewer than one batch (batch_size x num_steps + 1 = 2,001)", "/ processes")
+    assert_clean_error(
+        stage_in_process("train", tmp_path),
+        "the train split has 2,500 characters (1,250 for each of 2 "
+        "processes), fewer than one batch (batch_size x num_steps + 1 = 2,001)",
+        "/ processes",
+    )
     assert not (tmp_path / "models").exists()
 
 
@@ -83,18 +89,27 @@ def test_bad_sample_options_are_refused_by_doctor_and_the_sample_stage_before_an
     sizes = dict(corpus="mine.txt", batch_size=4, num_steps=10)
     prepare(tmp_path, **sizes)
     p = tiny_params(**sizes, epochs=1)
-    train(p, load_ids(tmp_path / "data/split/train.npy"), load_ids(tmp_path / "data/split/val.npy"),
-          Vocab.load(tmp_path / "data/prepared/vocab.json"), tmp_path / "models")
-    for sample, message in [({"sample.top_k": 12}, "sample section: top_k must be between 1 and the vocabulary size 11"),
-                            ({"sample.prime": "Far"}, "sample section: characters not in the mine vocabulary: 'F', 'r'"),
-                            ({"sample.top_k": 0}, "sample.top_k must be an integer from 1"),  # caught with params
-                            ({"sample.precision": "fp16"}, "sample.precision must be one of auto, fp32, bf16, int8")]:
+    train(
+        p,
+        load_ids(tmp_path / "data/split/train.npy"),
+        load_ids(tmp_path / "data/split/val.npy"),
+        Vocab.load(tmp_path / "data/prepared/vocab.json"),
+        tmp_path / "models",
+    )
+    for sample, message in [
+        ({"sample.top_k": 12}, "sample section: top_k must be between 1 and the vocabulary size 11"),
+        ({"sample.prime": "Far"}, "sample section: characters not in the mine vocabulary: 'F', 'r'"),
+        ({"sample.top_k": 0}, "sample.top_k must be an integer from 1"),  # caught with params
+        ({"sample.precision": "fp16"}, "sample.precision must be one of auto, fp32, bf16, int8"),
+    ]:
         write_params(tmp_path, **sizes, **sample)
         assert_clean_error(charrnn("doctor", cwd=tmp_path), message)
         assert_clean_error(stage_in_process("sample", tmp_path), message)
         assert not (tmp_path / "samples").exists() and not (tmp_path / "mlruns").exists()
     write_params(tmp_path, **sizes, **{"sample.precision": "int8", "cell": "gru", "sample.prime": "abc"})
-    assert_clean_error(charrnn("doctor", cwd=tmp_path), "int8 generation is implemented for LSTM models, and this one is a gru")
+    assert_clean_error(
+        charrnn("doctor", cwd=tmp_path), "int8 generation is implemented for LSTM models, and this one is a gru"
+    )
 
 
 def test_cli_fetch_reports_errors(tmp_path):
@@ -103,8 +118,10 @@ def test_cli_fetch_reports_errors(tmp_path):
 
 def test_cli_fetch_into_a_file_or_an_impossible_folder_and_a_folder_as_corpus(tmp_path):
     (tmp_path / "taken").write_text("a file")
-    assert_clean_error(charrnn("fetch", "hamlet", "--dest", "taken", cwd=tmp_path), "taken, where the corpus goes, "
-                       "is a file, not a folder")
+    assert_clean_error(
+        charrnn("fetch", "hamlet", "--dest", "taken", cwd=tmp_path),
+        "taken, where the corpus goes, is a file, not a folder",
+    )
     assert_clean_error(charrnn("fetch", "hamlet", "--dest", "/proc/charrnn", cwd=tmp_path), "cannot be made")
     (tmp_path / "books").mkdir()
     assert_clean_error(charrnn("fetch", "books", cwd=tmp_path), "corpus 'books' is a folder: give a UTF-8 text file")
@@ -116,7 +133,10 @@ def test_cli_fetch_from_mirror(tmp_path, mirror):
     command = [str(charrnn)] if charrnn.exists() else [sys.executable, "-m", "charrnn.commands.cli"]
     result = subprocess.run(
         command + ["fetch", "tinyshakespeare", "--dest", "out"],
-        cwd=tmp_path, capture_output=True, text=True, env={"CHARRNN_DATA_MIRROR": str(mirror), "PATH": ""},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"CHARRNN_DATA_MIRROR": str(mirror), "PATH": ""},
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "tinyshakespeare.txt").stat().st_size == 1_115_394

@@ -62,14 +62,33 @@ def postgres():
     data, log = folder / "data", folder / "postgres.log"
 
     def postgres_tool(*args):
-        done = subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PGPASSWORD": password})
+        done = subprocess.run(
+            [*as_user, *args], capture_output=True, text=True, timeout=120, env={**os.environ, "PGPASSWORD": password}
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
-    postgres_tool(str(binaries / "initdb"), "-D", str(data), "-U", "charrnn", f"--pwfile={folder / 'password'}",
-                  "--auth=scram-sha-256", "-E", "UTF8")
-    postgres_tool(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o",
-                  f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")
+    postgres_tool(
+        str(binaries / "initdb"),
+        "-D",
+        str(data),
+        "-U",
+        "charrnn",
+        f"--pwfile={folder / 'password'}",
+        "--auth=scram-sha-256",
+        "-E",
+        "UTF8",
+    )
+    postgres_tool(
+        str(binaries / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(log),
+        "-w",
+        "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
+        "start",
+    )
     try:
         postgres_tool(str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "charrnn", "mlflow")
         yield f"postgresql://charrnn:{password}@127.0.0.1:{port}/mlflow", password
@@ -88,9 +107,24 @@ def team_server(postgres, tmp_path_factory):
     log = folder / "server.log"
     with open(log, "w") as output:
         server = subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--serve-artifacts", "--artifacts-destination", str(folder / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            cwd=folder, env={**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}, stdout=output, stderr=subprocess.STDOUT)
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(folder / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            cwd=folder,
+            env={**os.environ, "MLFLOW_BACKEND_STORE_URI": uri},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_for(f"http://127.0.0.1:{port}/health", server, seconds=600)  # a new store's schema is made first
         yield SimpleNamespace(url=f"http://127.0.0.1:{port}", log=log, password=password)
@@ -124,32 +158,57 @@ def test_a_teammate_pulls_a_trained_model_and_the_server_shows_its_run(team_serv
     assert run.info.status == "FINISHED" and run.info.artifact_uri.startswith("mlflow-artifacts:")
     assert run.info.run_id == json.loads((b.root / "models/mlflow_run.json").read_text())["run_id"]
     models = client.search_logged_models([run.info.experiment_id])
-    assert {m.model_id for m in models} == set(json.loads((b.root / "models/logged_models.json").read_text())["models"].values())
+    assert {m.model_id for m in models} == set(
+        json.loads((b.root / "models/logged_models.json").read_text())["models"].values()
+    )
     champion = client.get_model_version_by_alias("charrnn-hamlet", CHAMPION)
     assert champion.run_id == run.info.run_id
     monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server.url)  # B's promote and compare, in this process
     assert "champion stays on version 1" in charrnn("promote", "--dry-run", cwd=b.root).stdout
-    compared = charrnn("compare", "models:/charrnn-hamlet/1", "models:/charrnn-hamlet@champion", "--length", "40",
-                       cwd=b.root)
+    compared = charrnn(
+        "compare", "models:/charrnn-hamlet/1", "models:/charrnn-hamlet@champion", "--length", "40", cwd=b.root
+    )
     assert compared.returncode == 0 and compared.stdout.count("Far") >= 2, compared.stderr
     port = free_port()
     served = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", "models:/charrnn-hamlet@champion", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=b.root, env={**b.env, "MLFLOW_TRACKING_URI": team_server.url}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/charrnn-hamlet@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=b.root,
+        env={**b.env, "MLFLOW_TRACKING_URI": team_server.url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", served)
-        status, body = post_json(f"http://127.0.0.1:{port}/invocations",
-                                 {"dataframe_records": [{"prime": "To be", "length": 30, "seed": 1}]})
+        status, body = post_json(
+            f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [{"prime": "To be", "length": 30, "seed": 1}]}
+        )
         assert status == 200 and body["predictions"][0].startswith("To be"), body
     finally:
         served.terminate()
         served.wait(timeout=30)
 
     # the database's password is in no log and no MLflow field
-    seen = [trained.stdout, trained.stderr, pushed.stdout, team_server.log.read_text(), json.dumps(run.data.tags),
-            json.dumps(run.data.params)]
+    seen = [
+        trained.stdout,
+        trained.stderr,
+        pushed.stdout,
+        team_server.log.read_text(),
+        json.dumps(run.data.tags),
+        json.dumps(run.data.params),
+    ]
     assert not any(team_server.password in text for text in seen)
 
 
@@ -175,7 +234,7 @@ def test_two_registers_at_once_leave_champion_on_the_lowest_val_loss(team_server
         racers = [best_pt(MlflowClient(team_server.url)) for _ in losses]
         start, failures = threading.Barrier(len(losses)), []
 
-        def register_and_promote(racer, loss):
+        def register_and_promote(racer, loss, start=start, failures=failures):  # this round's
             try:
                 run, model_id = racer
                 start.wait()
@@ -184,7 +243,9 @@ def test_two_registers_at_once_leave_champion_on_the_lowest_val_loss(team_server
             except Exception as err:  # reported below, in the test's thread
                 failures.append(err)
 
-        threads = [threading.Thread(target=register_and_promote, args=(racer, loss)) for racer, loss in zip(racers, losses)]
+        threads = [
+            threading.Thread(target=register_and_promote, args=(racer, loss)) for racer, loss in zip(racers, losses)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -199,6 +260,7 @@ def test_two_registers_at_once_leave_champion_on_the_lowest_val_loss(team_server
     class LateClient(MlflowClient):
         """A real client whose first read of the versions once armed (reads = 0) is acted on only once the
         other promote is done."""
+
         reads = None
 
         def search_model_versions(self, *args, **kwargs):

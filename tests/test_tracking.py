@@ -32,7 +32,9 @@ def test_one_run_spans_the_stages(built):
     assert built.experiment.artifact_location.startswith((built.root / "mlruns").as_uri())
     assert json.loads((built.root / "models/mlflow_run.json").read_text())["run_id"] == run_id
     assert run.info.status == "FINISHED" and run.info.run_name == "wider"
-    assert run.data.params["lstm_size"] == "32" and "sample.prime" not in run.data.params  # the sample stage's, not the training's
+    assert (
+        run.data.params["lstm_size"] == "32" and "sample.prime" not in run.data.params
+    )  # the sample stage's, not the training's
     assert {"corpus", "corpus_sha256", "device", "split"} <= run.data.tags.keys()
     assert run.data.tags["eval_protocol"] == PROTOCOL_ID
     assert run.data.tags["corpus_sha256"] == "048e9e99c691ebac2756b8442a15291ca13adb7880104a3486cdb2c67e42bdaf"
@@ -84,8 +86,14 @@ def test_queued_experiments_ran_two_at_a_time_into_the_one_store(built, monkeypa
 
 def test_ui_serves_the_store_and_links_to_the_training_view(built, tmp_path):
     port = free_port()
-    ui = subprocess.Popen([str(Path(sys.executable).parent / "charrnn"), "ui", "--port", str(port)], cwd=built.root,
-                          env=built.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ui = subprocess.Popen(
+        [str(Path(sys.executable).parent / "charrnn"), "ui", "--port", str(port)],
+        cwd=built.root,
+        env=built.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         printed = []
         for line in ui.stdout:
@@ -102,11 +110,13 @@ def test_ui_serves_the_store_and_links_to_the_training_view(built, tmp_path):
             f"  checkpoints (logged models): {experiment}/models?workflowType=machine_learning",
             f"  the champion, charrnn-hamlet version {champion}: {url}/#/models/charrnn-hamlet/versions/{champion}"
             "?workflowType=machine_learning",
-            "Ctrl-C stops it"], printed
+            "Ctrl-C stops it",
+        ], printed
         with urllib.request.urlopen(url, timeout=30) as page:  # the UI itself
             assert b"MLflow" in page.read()
-        with urllib.request.urlopen(f"{url}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=charrnn-hamlet",
-                                    timeout=30) as answer:  # on the project's store
+        with urllib.request.urlopen(
+            f"{url}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=charrnn-hamlet", timeout=30
+        ) as answer:  # on the project's store
             assert json.loads(answer.read())["experiment"]["experiment_id"] == built.experiment.experiment_id
     finally:
         ui.terminate()  # as Ctrl-C: the UI's server stops with it
@@ -120,22 +130,32 @@ def test_ui_serves_the_store_and_links_to_the_training_view(built, tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        assert_clean_error(charrnn("ui", "--port", str(busy), cwd=built.root), f"cannot serve the UI on 127.0.0.1:{busy}")
+        assert_clean_error(
+            charrnn("ui", "--port", str(busy), cwd=built.root), f"cannot serve the UI on 127.0.0.1:{busy}"
+        )
     assert links("http://x", MlflowClient(f"sqlite:///{tmp_path}/empty.db"), "charrnn-hamlet", "charrnn-hamlet") == []
 
 
 def test_champion_loads_in_a_fresh_process_and_samples(built):
-    code = ("import mlflow, pandas as pd; "
-            "m = mlflow.pyfunc.load_model('models:/charrnn-hamlet@champion'); "
-            "print(repr(m.predict(pd.DataFrame({'prime': ['To be'], 'length': [40], 'seed': [3]}))[0]))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**built.env, "MLFLOW_TRACKING_URI": f"sqlite:///{built.root}/mlruns/mlflow.db"})
+    code = (
+        "import mlflow, pandas as pd; "
+        "m = mlflow.pyfunc.load_model('models:/charrnn-hamlet@champion'); "
+        "print(repr(m.predict(pd.DataFrame({'prime': ['To be'], 'length': [40], 'seed': [3]}))[0]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**built.env, "MLFLOW_TRACKING_URI": f"sqlite:///{built.root}/mlruns/mlflow.db"},
+    )
     assert result.returncode == 0, result.stderr
     text = eval(result.stdout.strip().splitlines()[-1])
     assert text.startswith("To be") and len(text) == 45
 
-    streamed = charrnn("sample", "--model", "models:/charrnn-hamlet@champion", "--length", "30", "--prime", "The",
-                       cwd=built.root)
+    streamed = charrnn(
+        "sample", "--model", "models:/charrnn-hamlet@champion", "--length", "30", "--prime", "The", cwd=built.root
+    )
     assert streamed.stdout.startswith("The") and len(streamed.stdout) == 3 + 30 + 1
     missing = charrnn("sample", "--model", "models:/charrnn-nothing@champion", cwd=built.root)
     assert_clean_error(missing, "cannot load models:/charrnn-nothing@champion")
@@ -144,27 +164,47 @@ def test_champion_loads_in_a_fresh_process_and_samples(built):
 def test_served_champion_answers_over_http(built):
     port = free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/charrnn-hamlet@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=built.root, env={**built.env, "MLFLOW_TRACKING_URI": f"sqlite:///{built.root}/mlruns/mlflow.db"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/charrnn-hamlet@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=built.root,
+        env={**built.env, "MLFLOW_TRACKING_URI": f"sqlite:///{built.root}/mlruns/mlflow.db"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", server)
-        status, body = post_json(f"http://127.0.0.1:{port}/invocations",
-                                 {"dataframe_records": [{"prime": "To be", "length": 60, "seed": 1}]})
+        status, body = post_json(
+            f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [{"prime": "To be", "length": 60, "seed": 1}]}
+        )
         assert status == 200, body
         assert body["predictions"][0].startswith("To be") and len(body["predictions"][0]) == 65
 
-        for payload, message in [({"dataframe_records": [{"prime": "To be", "length": 10**6}]}, "over the limit of"),
-                                 ({"dataframe_records": [{"prime": "To be \u20ac", "length": 5}]}, "not in the"),
-                                 ({"dataframe_records": [{"prime": "To be", "top_k": 0}]}, "top_k must be an integer from 1"),
-                                 ({"dataframe_records": [{"length": 5}]}, "prime")]:
+        for payload, message in [
+            ({"dataframe_records": [{"prime": "To be", "length": 10**6}]}, "over the limit of"),
+            ({"dataframe_records": [{"prime": "To be \u20ac", "length": 5}]}, "not in the"),
+            ({"dataframe_records": [{"prime": "To be", "top_k": 0}]}, "top_k must be an integer from 1"),
+            ({"dataframe_records": [{"length": 5}]}, "prime"),
+        ]:
             status, body = post_json(f"http://127.0.0.1:{port}/invocations", payload)
             assert status == 400 and message in body.get("message", ""), (payload, status, body)
         # a 10 MB prime: refused in a short body, no stack trace, no server path
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps(
-            {"dataframe_records": [{"prime": "To be " * 1_750_000, "length": 5}]}).encode(), {"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            json.dumps({"dataframe_records": [{"prime": "To be " * 1_750_000, "length": 5}]}).encode(),
+            {"Content-Type": "application/json"},
+        )
         with pytest.raises(urllib.error.HTTPError) as huge:
             urllib.request.urlopen(request, timeout=120)
         body = huge.value.read()
@@ -180,18 +220,26 @@ def test_served_champion_answers_over_http(built):
             answers[kind].append(post_json(f"http://127.0.0.1:{port}/invocations", payload))
 
         crowd = [threading.Thread(target=ask, args=("large", large)) for _ in range(5)]
-        crowd += [threading.Thread(target=ask, args=("small", {"dataframe_records": [{"prime": "To", "length": 10}]}))
-                  for _ in range(5)]
+        crowd += [
+            threading.Thread(target=ask, args=("small", {"dataframe_records": [{"prime": "To", "length": 10}]}))
+            for _ in range(5)
+        ]
         for thread in crowd:
             thread.start()
         for thread in crowd:
             thread.join()
         assert [status for status, _ in answers["small"]] == [200] * 5
-        assert all(status == 200 and len(body["predictions"][1]) == 10_005 or
-                   status == 429 and "the server is busy" in body["message"] for status, body in answers["large"])
+        assert all(
+            status == 200
+            and len(body["predictions"][1]) == 10_005
+            or status == 429
+            and "the server is busy" in body["message"]
+            for status, body in answers["large"]
+        )
 
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", b"{not json",
-                                         {"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", b"{not json", {"Content-Type": "application/json"}
+        )
         with pytest.raises(urllib.error.HTTPError) as malformed:
             urllib.request.urlopen(request, timeout=60)
         assert malformed.value.code == 400
@@ -258,8 +306,14 @@ def test_a_model_with_a_non_finite_val_loss_is_never_champion(registry):
 def test_sigterm_during_training_saves_last_step_and_marks_the_run_killed(project, mirror):
     prepare(project.root, mirror, **{**PIPELINE, "epochs": 4, "eval_every": 20, "keep_checkpoints": 0})
     # SIGTERM arrives as the second last.pt (step 40) is written: the step finishes, is saved, and training stops
-    result = subprocess.run([sys.executable, "stages/train.py"], cwd=project.root,
-                            env=interrupting(project.env, "TERM", 2), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "stages/train.py"],
+        cwd=project.root,
+        env=interrupting(project.env, "TERM", 2),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 130 and result.stderr.strip().splitlines()[-1] == "interrupted", result.stderr
     assert "stopped at step 40: models/last.pt saved" in result.stdout
     last = project.root / "models" / "last.pt"
@@ -280,13 +334,21 @@ def test_unreachable_tracking_server_is_one_clear_line(tmp_path):
     assert "s3cret" not in result.stdout + result.stderr  # credentials never reach a log
 
 
-@pytest.mark.parametrize("store, message", [
-    ("sqlite:////nonexistent/x.db", "the MLflow store sqlite:////nonexistent/x.db is in a folder that does not exist"),
-    ("bogus://x", "cannot use the MLflow store bogus://x: Model registry functionality is unavailable"),
-    ("corrupt", "file is not a database"),
-    ("postgresql://alice:s3cret@127.0.0.1:{port}/mlflow", "the database server of the MLflow store "
-     "postgresql://***@127.0.0.1:{port}/mlflow is unreachable"),
-])
+@pytest.mark.parametrize(
+    "store, message",
+    [
+        (
+            "sqlite:////nonexistent/x.db",
+            "the MLflow store sqlite:////nonexistent/x.db is in a folder that does not exist",
+        ),
+        ("bogus://x", "cannot use the MLflow store bogus://x: Model registry functionality is unavailable"),
+        ("corrupt", "file is not a database"),
+        (
+            "postgresql://alice:s3cret@127.0.0.1:{port}/mlflow",
+            "the database server of the MLflow store postgresql://***@127.0.0.1:{port}/mlflow is unreachable",
+        ),
+    ],
+)
 def test_a_store_mlflow_cannot_use_is_one_clear_line(store, message, tmp_path, monkeypatch):
     port = free_port()  # nothing listens there
     if store == "corrupt":  # the project's own store, damaged
@@ -378,7 +440,9 @@ def test_a_corpus_name_that_mlflow_refuses_in_model_names_is_logged_and_register
         train(p, train_ids, val_ids, vocab, tmp_path / "models", tracker=tracker)
     with PipelineRun.reopen(tracker.run.id) as run:
         logged = log_checkpoints(run, tmp_path / "models")
-        evaluation = evaluate_checkpoint(tmp_path / "models" / "best.pt", vocab, {"val": val_ids, "test": val_ids}, "cpu")
+        evaluation = evaluate_checkpoint(
+            tmp_path / "models" / "best.pt", vocab, {"val": val_ids, "test": val_ids}, "cpu"
+        )
         version = register(run, logged["best_model_id"], vocab.corpus, evaluation, comparability(p, vocab))
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     names = sorted(client.get_logged_model(model_id).name for model_id in logged["models"].values())

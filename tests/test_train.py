@@ -39,8 +39,16 @@ def test_loss_falls_and_best_is_the_min_val_step(tmp_path):
     assert (metrics["best_step"], metrics["best_val_loss"]) == (best["step"], best["val_loss"])
     saved = checkpoint.load(tmp_path / "best.pt")
     assert (saved["step"], saved["val_loss"]) == (best["step"], best["val_loss"])
-    assert set(metrics) >= {"train_loss", "val_loss", "best_val_loss", "best_step", "steps", "chars_per_sec",
-                            "num_params", "device"}
+    assert set(metrics) >= {
+        "train_loss",
+        "val_loss",
+        "best_val_loss",
+        "best_step",
+        "steps",
+        "chars_per_sec",
+        "num_params",
+        "device",
+    }
 
 
 def test_best_checkpoint_alone_rebuilds_the_model(tmp_path):
@@ -150,8 +158,10 @@ def test_changed_params_or_code_start_afresh_and_say_why(tmp_path, monkeypatch, 
         train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
     train(tiny_params(epochs=1, lstm_size=24), train_ids, val_ids, vocab, tmp_path)
     out = capsys.readouterr().out
-    assert f"not resuming the unfinished run in {tmp_path / 'last.pt'} (step 20 of 39): changed since: params " \
-           "lstm_size; training afresh" in out
+    assert (
+        f"not resuming the unfinished run in {tmp_path / 'last.pt'} (step 20 of 39): changed since: params "
+        "lstm_size; training afresh" in out
+    )
     assert checkpoint.load(tmp_path / "best.pt")["model_config"]["lstm_size"] == 24
 
     with dying_after_checkpoint(2), pytest.raises(Killed):
@@ -176,13 +186,17 @@ def test_a_finished_run_is_completed_from_last_pt_not_trained_again(tmp_path, mo
     capsys.readouterr()
     monkeypatch.setattr(train_module, "train_step", lambda *args: pytest.fail("trained again"))
     again, again_history = train(p, train_ids, val_ids, vocab, tmp_path)
-    assert (f"{tmp_path / 'last.pt'} holds the finished run of these params, data and code: completing it, "
-            "nothing to train") in capsys.readouterr().out
+    assert (
+        f"{tmp_path / 'last.pt'} holds the finished run of these params, data and code: completing it, nothing to train"
+    ) in capsys.readouterr().out
     assert (again, again_history) == (first, first_history) and (tmp_path / "best.pt").read_bytes() == best
     monkeypatch.undo()
     # other params: a new run, from step 0
     again, _ = train(tiny_params(epochs=1, seed=7), train_ids, val_ids, vocab, tmp_path)
-    assert "not resuming the finished run in" in capsys.readouterr().out and again["best_val_loss"] != first["best_val_loss"]
+    assert (
+        "not resuming the finished run in" in capsys.readouterr().out
+        and again["best_val_loss"] != first["best_val_loss"]
+    )
 
 
 def test_chars_per_sec_counts_the_time_before_an_interrupt(tmp_path, monkeypatch):
@@ -225,7 +239,9 @@ def test_divergence_stops_with_a_clear_error_and_keeps_best(tmp_path, monkeypatc
 
     monkeypatch.setattr(train_module, "CharRNN", Diverging)
     train_ids, val_ids, vocab = tiny_corpus()
-    with pytest.raises(CharRNNError, match="training diverged at step 20 .* lower learning_rate .*best.pt keeps step 10"):
+    with pytest.raises(
+        CharRNNError, match="training diverged at step 20 .* lower learning_rate .*best.pt keeps step 10"
+    ):
         train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
     assert checkpoint.load(tmp_path / "best.pt")["step"] == 10
     assert checkpoint.load(tmp_path / "last.pt")["step"] == 10
@@ -277,8 +293,12 @@ def test_auto_threads_share_the_cpus_among_the_projects_queue_workers(tmp_path, 
     queue = os.path.join(tmp_path, ".dvc", "tmp", "exps", "celery")
     node = f"dvc-exp-{hashlib.sha256(queue.encode()).hexdigest()[:6]}"
     # processes named as `dvc queue start -j 2` names its workers (another project's worker beside them)
-    workers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "exp", "queue-worker",
-                                 f"{name}-{n}@localhost"]) for name, n in ((node, 1), (node, 2), ("dvc-exp-000000", 1))]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(60)", "exp", "queue-worker", f"{name}-{n}@localhost"]
+        )
+        for name, n in ((node, 1), (node, 2), ("dvc-exp-000000", 1))
+    ]
     try:
         assert dvc_exp.queue_workers(tmp_path) == 2
         assert device_module.auto_threads() == max(1, cpus // 3)  # a plain dvc repro beside the two
@@ -309,7 +329,9 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     with pytest.raises(CharRNNError, match="is not a charrnn checkpoint"):
         checkpoint.load(tmp_path / "other.pt")
     torch.save({"format": checkpoint.FORMAT, "code": Killed()}, tmp_path / "pickled.pt")
-    with pytest.raises(CharRNNError, match="holds pickled Python objects \\(helpers.training.Killed\\), which are never loaded"):
+    with pytest.raises(
+        CharRNNError, match="holds pickled Python objects \\(helpers.training.Killed\\), which are never loaded"
+    ):
         checkpoint.load(tmp_path / "pickled.pt")  # weights_only refuses to unpickle objects
 
 
@@ -320,8 +342,14 @@ def test_a_checkpoint_claiming_another_model_is_refused_before_it_is_built(tmp_p
     train(tiny_params(epochs=1), train_ids, val_ids, vocab, tmp_path)
     good = checkpoint.load(tmp_path / "best.pt")
     cases = {
-        "huge": ({**good, "model_config": {**good["model_config"], "lstm_size": 12_000}}, "weights do not fit the model config"),
-        "config_list": ({**good, "model_config": [1, 2]}, "its vocab, model_config or model_state is missing or malformed"),
+        "huge": (
+            {**good, "model_config": {**good["model_config"], "lstm_size": 12_000}},
+            "weights do not fit the model config",
+        ),
+        "config_list": (
+            {**good, "model_config": [1, 2]},
+            "its vocab, model_config or model_state is missing or malformed",
+        ),
         "no_config": ({key: value for key, value in good.items() if key != "model_config"}, "missing or malformed"),
         "vocab_text": ({**good, "vocab": "abc"}, "missing or malformed"),
         "weights_list": ({**good, "model_state": [1]}, "missing or malformed"),
@@ -361,8 +389,11 @@ def test_a_truncated_checkpoint_stops_the_resume_and_the_other_survives(tmp_path
     (tmp_path / broken).write_bytes(data[: len(data) // 2])
     other = tmp_path / ({"best.pt", "last.pt"} - {broken}).pop()
     kept = other.read_bytes()
-    with pytest.raises(CharRNNError, match=f"{broken} is not a readable checkpoint \\(corrupt or truncated: .*"
-                                           f"restore it \\(`dvc checkout .*{broken}`\\), or delete it"):
+    with pytest.raises(
+        CharRNNError,
+        match=f"{broken} is not a readable checkpoint \\(corrupt or truncated: .*"
+        f"restore it \\(`dvc checkout .*{broken}`\\), or delete it",
+    ):
         train(p, train_ids, val_ids, vocab, tmp_path)
     assert other.read_bytes() == kept  # a fresh run did not overwrite the good one
     (tmp_path / broken).unlink()
@@ -401,18 +432,38 @@ def test_two_process_gloo_data_parallel_training_on_one_node_and_on_two(tmp_path
     assert float(rows[-1].split(",")[1]) < float(rows[1].split(",")[1]) - 0.3  # the loss falls
     client = MlflowClient(f"sqlite:///{one_node}/mlruns/mlflow.db")
     assert len(client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])) == 1
-    assert sorted(p.name for p in (one_node / "models").iterdir()) == ["best.pt", "checkpoints", "last.pt",
-                                                                       "mlflow_run.json"]
+    assert sorted(p.name for p in (one_node / "models").iterdir()) == [
+        "best.pt",
+        "checkpoints",
+        "last.pt",
+        "mlflow_run.json",
+    ]
     assert len(checkpoint.load(one_node / "models/last.pt")["rank_states"]) == 2
 
     # the same run across two "nodes" on 127.0.0.1: two launchers, one process each, a c10d rendezvous
     # (docs/training.md's command per node); global rank 0 writes, on whichever node torchrun gave it
     endpoint = f"127.0.0.1:{free_port()}"
-    launchers = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
-         f"--rdzv_endpoint={endpoint}", "--rdzv_id=charrnn", str(ROOT / "stages" / "train.py")],
-        cwd=node, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"}) for node in nodes]  # as torchrun set it for the 2 processes above
+    launchers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc_per_node=1",
+                "--rdzv_backend=c10d",
+                f"--rdzv_endpoint={endpoint}",
+                "--rdzv_id=charrnn",
+                str(ROOT / "stages" / "train.py"),
+            ],
+            cwd=node,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        for node in nodes
+    ]  # as torchrun set it for the 2 processes above
     outputs = [launcher.communicate(timeout=300)[0] for launcher in launchers]
     assert [launcher.returncode for launcher in launchers] == [0, 0], outputs
     [writer] = [node for node in nodes if (node / "metrics/train.json").exists()]

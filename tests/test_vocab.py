@@ -14,7 +14,7 @@ def encode_text(tmp_path, data: bytes, **kwargs):
 
 
 def test_ids_follow_sorted_characters_and_round_trip(tmp_path):
-    vocab, length, ids = encode_text(tmp_path, "hello, world".encode())
+    vocab, length, ids = encode_text(tmp_path, b"hello, world")
     assert vocab.chars == tuple(sorted(set("hello, world")))
     assert length == 12 and ids.dtype == np.uint8
     assert vocab.decode(ids) == "hello, world"
@@ -22,7 +22,9 @@ def test_ids_follow_sorted_characters_and_round_trip(tmp_path):
 
 
 def test_universal_newlines_and_head_trim(tmp_path):
-    vocab, length, ids = encode_text(tmp_path, b"HEADER\r\nline one\r\nline two\r\n", start=7)  # offsets count "\r\n" as one
+    vocab, length, ids = encode_text(
+        tmp_path, b"HEADER\r\nline one\r\nline two\r\n", start=7
+    )  # offsets count "\r\n" as one
     assert vocab.decode(ids) == "line one\nline two\n"
     assert "\r" not in vocab.chars and length == 18
 

@@ -41,7 +41,10 @@ def restore_refused_values(path, names):
     experiment's baseline commit has them (comment and all), so that a refused value never stays.
     Returns the names put back ([] outside a workspace experiment)."""
     root, baseline = os.environ.get("DVC_ROOT"), os.environ.get("DVC_EXP_BASELINE_REV")
-    if not (root and baseline and os.environ.get("DVC_EXP_NAME")) or path.resolve() != Path(root, "params.yaml").resolve():
+    if (
+        not (root and baseline and os.environ.get("DVC_EXP_NAME"))
+        or path.resolve() != Path(root, "params.yaml").resolve()
+    ):
         return []  # not a workspace experiment (a queued one runs in a copy DVC throws away)
     try:
         shown = subprocess.run(["git", "show", f"{baseline}:params.yaml"], cwd=root, capture_output=True, text=True)
@@ -49,7 +52,10 @@ def restore_refused_values(path, names):
         return []
     if shown.returncode != 0:
         return []
-    base_lines, lines = shown.stdout.splitlines(keepends=True), path.read_text(encoding="utf-8").splitlines(keepends=True)
+    base_lines, lines = (
+        shown.stdout.splitlines(keepends=True),
+        path.read_text(encoding="utf-8").splitlines(keepends=True),
+    )
     base_at, at = _key_lines(base_lines), _key_lines(lines)
     undone = [name for name in names if name in at and name in base_at]
     for name in undone:

@@ -46,8 +46,10 @@ def _under_dvc():
     stage = os.environ.get("DVC_STAGE")
     if not stage:
         return ""
-    return (f" [DVC removed the outputs of stage {stage} before running it: `dvc checkout {stage}` restores "
-            "them from the cache, `git checkout` the ones kept in git]")
+    return (
+        f" [DVC removed the outputs of stage {stage} before running it: `dvc checkout {stage}` restores "
+        "them from the cache, `git checkout` the ones kept in git]"
+    )
 
 
 def disk_full(path=None):

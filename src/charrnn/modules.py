@@ -51,8 +51,11 @@ def imported_by(path):
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == PACKAGE and not node.level:
             names.append(node.module)
-            names += [f"{node.module}.{alias.name}" for alias in node.names
-                      if module_file(f"{node.module}.{alias.name}") is not None]
+            names += [
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if module_file(f"{node.module}.{alias.name}") is not None
+            ]
         elif isinstance(node, ast.Import):
             names += [alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE]
     return names

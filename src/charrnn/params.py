@@ -7,9 +7,10 @@ names them by dotted name (`sample.length`) with their rules, read from the type
 
 import difflib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -78,7 +79,9 @@ class Sample(_Section):
     prime: str = _param(Param("Far", str, "a non-empty text", lambda value: value != ""))
     length: int = _param(Param(2000, int, "an integer >= 0", _at_least(0)))
     temperature: float = _param(Param(1.0, float, "a number >= 0 (0 = greedy)", _at_least(0)))
-    top_k: int | None = _param(Param(5, int, "an integer from 1 to the vocabulary size, or null for off", _at_least(1), nullable=True))
+    top_k: int | None = _param(
+        Param(5, int, "an integer from 1 to the vocabulary size, or null for off", _at_least(1), nullable=True)
+    )
     top_p: float = _param(Param(1.0, float, "a number in (0, 1] (1 = off)", lambda value: 0 < value <= 1))
     seed: int = _param(Param(1234, int, SEED_RULE, _is_seed))
     num_samples: int = _param(Param(1, int, "an integer >= 1", _at_least(1)))
@@ -98,9 +101,14 @@ class Params(_Section):
     """params.yaml, validated: each param an attribute (`p.lstm_size`, `p.sample.top_k`), at top level
     under the classic names as `dvc exp run -S lstm_size=1024` writes them."""
 
-    corpus: str = _param(Param(
-        "anna", str, "a corpus name (`charrnn fetch --help` lists them) or a path to a UTF-8 text file",
-        lambda value: value.strip() != ""))
+    corpus: str = _param(
+        Param(
+            "anna",
+            str,
+            "a corpus name (`charrnn fetch --help` lists them) or a path to a UTF-8 text file",
+            lambda value: value.strip() != "",
+        )
+    )
     train_frac: float = _param(Param(0.9, float, "a fraction in (0, 1]", lambda value: 0 < value <= 1))
     val_frac: float = _param(Param(0.05, float, "a fraction in (0, 1)", lambda value: 0 < value < 1))
     test_frac: float = _param(Param(0.05, float, "a fraction in [0, 1)", lambda value: 0 <= value < 1))
@@ -126,14 +134,21 @@ class Params(_Section):
     device: str = _param(_one_of("auto", "cpu", "cuda"))
     processes: int = _param(Param(1, int, "an integer >= 1 (data-parallel processes, e.g. one per GPU)", _at_least(1)))
     precision: str = _param(_one_of("auto", "bf16", "fp32"))
-    threads: int | str = _param(Param("auto", int, "auto or an integer >= 1 (CPU threads per process)", _at_least(1), auto=True))
+    threads: int | str = _param(
+        Param("auto", int, "auto or an integer >= 1 (CPU threads per process)", _at_least(1), auto=True)
+    )
     sample: Sample = field(default_factory=Sample)
     tracking: Tracking = field(default_factory=Tracking)
 
     def model_config(self):
         """The model's shape as core.model.CharRNN takes it (less the vocabulary size)."""
-        return dict(cell=self.cell, lstm_size=self.lstm_size, num_layers=self.num_layers, dropout=self.dropout,
-                    embedding_size=self.embedding_size)
+        return dict(
+            cell=self.cell,
+            lstm_size=self.lstm_size,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+            embedding_size=self.embedding_size,
+        )
 
 
 def _schema(cls, prefix=""):
@@ -149,8 +164,14 @@ def _schema(cls, prefix=""):
 
 def _typed(clean, cls=Params, prefix=""):
     """The typed view of a flat dict of clean values."""
-    return cls(**{spec.name: clean[prefix + spec.name] if "param" in spec.metadata
-                  else _typed(clean, spec.type, f"{prefix}{spec.name}.") for spec in fields(cls)})
+    return cls(
+        **{
+            spec.name: clean[prefix + spec.name]
+            if "param" in spec.metadata
+            else _typed(clean, spec.type, f"{prefix}{spec.name}.")
+            for spec in fields(cls)
+        }
+    )
 
 
 SCHEMA = _schema(Params)  # every param by its dotted name: what validate() checks
@@ -176,8 +197,11 @@ def nested(values):
 def changed(values):
     """{name: value} of the params in `values` that differ from their defaults, in the schema's order,
     compared as text (so also for the params of an MLflow run)."""
-    return {name: values[name] for name, param in SCHEMA.items()
-            if name in values and str(values[name]) != str(param.default)}
+    return {
+        name: values[name]
+        for name, param in SCHEMA.items()
+        if name in values and str(values[name]) != str(param.default)
+    }
 
 
 def load(path="params.yaml"):
@@ -186,7 +210,9 @@ def load(path="params.yaml"):
     if not path.is_file():
         raise CharRNNError(f"{path}: file not found (run from the project root, where params.yaml is)")
     if path.stat().st_size > MAX_FILE_BYTES:
-        raise CharRNNError(f"{path}: {path.stat().st_size:,} bytes; a params file is a few KB (at most {MAX_FILE_BYTES:,})")
+        raise CharRNNError(
+            f"{path}: {path.stat().st_size:,} bytes; a params file is a few KB (at most {MAX_FILE_BYTES:,})"
+        )
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
     except (yaml.YAMLError, UnicodeDecodeError) as err:

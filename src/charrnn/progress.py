@@ -54,8 +54,9 @@ class Heartbeat:
         self.rate_name, self.rate_scale = rate_as or (unit, 1)  # e.g. ("char", characters per step)
         self.show, self.interval, self.extra_seconds = show, INTERVAL, extra_seconds
         self.terminal = sys.stderr.isatty()
-        self.bar = tqdm(total=total, initial=done, unit=unit, desc=what, disable=not (show and self.terminal),
-                        leave=False)
+        self.bar = tqdm(
+            total=total, initial=done, unit=unit, desc=what, disable=not (show and self.terminal), leave=False
+        )
         self.counted, self.worked, self.paused_at = 0, 0.0, None
         self.started = self.last_line = time.perf_counter()
 
@@ -69,9 +70,11 @@ class Heartbeat:
         if self.show and not self.terminal and now - self.last_line >= self.interval:
             self.last_line = now
             extra = detail()
-            say(f"{self.what}: {self.done:,}/{self.total:,} {self.unit}s ({100 * self.done / max(self.total, 1):.0f} %)"
+            say(
+                f"{self.what}: {self.done:,}/{self.total:,} {self.unit}s ({100 * self.done / max(self.total, 1):.0f} %)"
                 f"{', ' + extra if extra else ''}, {self.rate() * self.rate_scale:,.0f} {self.rate_name}s/s, "
-                f"{ends_at(self.seconds_left())}")
+                f"{ends_at(self.seconds_left())}"
+            )
 
     def working_seconds(self):
         return self.worked + (0.0 if self.paused_at is not None else time.perf_counter() - self.started)

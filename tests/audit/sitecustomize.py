@@ -71,10 +71,21 @@ def _save():
         return  # dvc itself, or another tool
     stage = os.path.splitext(os.path.basename(sys.argv[0]))[0]
     with open(os.path.join(_log, f"{stage}.json"), "w") as f:
-        modules = sorted(os.path.abspath(module.__file__) for name, module in list(sys.modules.items())
-                         if name.split(".")[0] == "charrnn" and getattr(module, "__file__", None))
-        json.dump({"reads": sorted(_reads), "writes": sorted(_writes), "renamed": sorted(_renamed),
-                   "modules": modules, "params": sorted(_params)}, f)
+        modules = sorted(
+            os.path.abspath(module.__file__)
+            for name, module in list(sys.modules.items())
+            if name.split(".")[0] == "charrnn" and getattr(module, "__file__", None)
+        )
+        json.dump(
+            {
+                "reads": sorted(_reads),
+                "writes": sorted(_writes),
+                "renamed": sorted(_renamed),
+                "modules": modules,
+                "params": sorted(_params),
+            },
+            f,
+        )
 
 
 sys.addaudithook(_hook)

@@ -15,8 +15,20 @@ def write_params(folder, **overrides):
     return path
 
 
-TINY = dict(lstm_size=32, num_layers=1, batch_size=8, num_steps=16, epochs=2, eval_every=10,
-            warmup_steps=5, keep_checkpoints=0, dropout=0.1, learning_rate=0.01, precision="fp32", device="cpu")
+TINY = dict(
+    lstm_size=32,
+    num_layers=1,
+    batch_size=8,
+    num_steps=16,
+    epochs=2,
+    eval_every=10,
+    warmup_steps=5,
+    keep_checkpoints=0,
+    dropout=0.1,
+    learning_rate=0.01,
+    precision="fp32",
+    device="cpu",
+)
 
 
 # The whole pipeline on Hamlet in seconds: 143 steps, a kept checkpoint at step 100 (repro-check's).

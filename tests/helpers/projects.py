@@ -1,4 +1,5 @@
-"""Projects in scratch folders: a git + DVC copy of this checkout's pipeline (charrnn.commands.scratch, as repro-check and the benchmarks make theirs), a teammate's clone, and a runner for the tools there."""
+"""Projects in scratch folders: a git + DVC copy of this checkout's pipeline (charrnn.commands.scratch, as
+repro-check and the benchmarks make theirs), a teammate's clone, and a runner for the tools there."""
 
 import subprocess
 import sys
@@ -43,5 +44,10 @@ def project_runner(folder, mirror, **env):
 
 
 def git(runner, *args):
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=runner.root, check=True,
-                   capture_output=True, env=runner.env)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=runner.root,
+        check=True,
+        capture_output=True,
+        env=runner.env,
+    )

@@ -20,8 +20,11 @@ def with_python_path(env, folder):
 def interrupting(env, signal_name, at):
     """`env` for a train stage that sends itself SIG`signal_name` (KILL, TERM) as it is about to write
     models/last.pt for the `at`-th time: a deterministic point to interrupt training at."""
-    return {**with_python_path(env, ROOT / "tests" / "signal_at_save"), "CHARRNN_TEST_SIGNAL": signal_name,
-            "CHARRNN_TEST_SIGNAL_AT": str(at)}
+    return {
+        **with_python_path(env, ROOT / "tests" / "signal_at_save"),
+        "CHARRNN_TEST_SIGNAL": signal_name,
+        "CHARRNN_TEST_SIGNAL_AT": str(at),
+    }
 
 
 def run_stage(name, cwd, env=None):

@@ -38,9 +38,20 @@ def _sample(args):
         sys.stdout.write(vocab.chars[ids[0].item()])
         sys.stdout.flush()
 
-    texts = generate(model, vocab, args.prime, args.length, args.temperature, args.top_k, args.top_p, seeds,
-                     pick_device(args.device), args.drop_unknown, on_step=print_step if stream else None,
-                     precision=args.precision)
+    texts = generate(
+        model,
+        vocab,
+        args.prime,
+        args.length,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        seeds,
+        pick_device(args.device),
+        args.drop_unknown,
+        on_step=print_step if stream else None,
+        precision=args.precision,
+    )
     if started:
         sys.stdout.write("\n")
     else:
@@ -51,8 +62,11 @@ def _compare(args):
     from charrnn.commands.compare import compare
 
     use_threads(args.threads)
-    print(compare(args.model_a, args.model_b, args.prime, args.length, args.seed, args.temperature, args.top_k,
-                  args.precision))
+    print(
+        compare(
+            args.model_a, args.model_b, args.prime, args.length, args.seed, args.temperature, args.top_k, args.precision
+        )
+    )
 
 
 def _promote(args):
@@ -60,8 +74,13 @@ def _promote(args):
 
     p = params.load(args.params)
     vocab = Vocab.load(args.vocab)
-    registry.promote(store.connect(), registry.model_name(vocab.corpus), runs.comparability(p, vocab),
-                     dry_run=args.dry_run, switch_split=args.switch_split)
+    registry.promote(
+        store.connect(),
+        registry.model_name(vocab.corpus),
+        runs.comparability(p, vocab),
+        dry_run=args.dry_run,
+        switch_split=args.switch_split,
+    )
 
 
 def _ui(args):
@@ -116,16 +135,27 @@ def int_or_null(text):
     return None if text.lower() in ("null", "none", "off") else int(text)
 
 
-_SAMPLING_TYPES = {"prime": str, "length": int, "temperature": float, "top_k": int_or_null, "top_p": float,
-                   "seed": int, "num_samples": int}
+_SAMPLING_TYPES = {
+    "prime": str,
+    "length": int,
+    "temperature": float,
+    "top_k": int_or_null,
+    "top_p": float,
+    "seed": int,
+    "num_samples": int,
+}
 
 
 def _sampling_arguments(parser, *names, **defaults):
     """--prime, --length, ... as the `sample.*` params: their rules and defaults, unless `defaults` says."""
     for name in names:
         param = SCHEMA[f"sample.{name}"]
-        parser.add_argument(f"--{name.replace('_', '-')}", type=_checked_by_schema(f"sample.{name}", _SAMPLING_TYPES[name]),
-                            default=defaults.get(name, param.default), help=f"{param.rule} (default: %(default)s)")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=_checked_by_schema(f"sample.{name}", _SAMPLING_TYPES[name]),
+            default=defaults.get(name, param.default),
+            help=f"{param.rule} (default: %(default)s)",
+        )
 
 
 def _checked_by_schema(param_name, parse):
@@ -139,20 +169,29 @@ def _checked_by_schema(param_name, parse):
             return params.check_value(param_name, parse(text), flag)
         except (ValueError, CharRNNError):
             raise CharRNNError(f"{flag} must be {rule} (got {text!r})") from None
+
     return checked
 
 
 def _precision_argument(parser):
-    parser.add_argument("--precision", default=SCHEMA["sample.precision"].default, choices=GENERATION_PRECISIONS,
-                        help="of the generation steps: auto is bf16 where the device has bf16 kernels, else int8 "
-                        "weights on a CPU, else fp32; another precision writes other text (default: %(default)s)")
+    parser.add_argument(
+        "--precision",
+        default=SCHEMA["sample.precision"].default,
+        choices=GENERATION_PRECISIONS,
+        help="of the generation steps: auto is bf16 where the device has bf16 kernels, else int8 "
+        "weights on a CPU, else fp32; another precision writes other text (default: %(default)s)",
+    )
 
 
 def _threads_argument(parser):
     auto_or_int = lambda text: text if text == "auto" else int(text)  # noqa: E731
-    parser.add_argument("--threads", type=_checked_by_schema("threads", auto_or_int), default="auto",
-                        help="CPU threads: auto is OMP_NUM_THREADS where set, else the CPUs shared among this "
-                        "project's DVC queue jobs (default: %(default)s)")
+    parser.add_argument(
+        "--threads",
+        type=_checked_by_schema("threads", auto_or_int),
+        default="auto",
+        help="CPU threads: auto is OMP_NUM_THREADS where set, else the CPUs shared among this "
+        "project's DVC queue jobs (default: %(default)s)",
+    )
 
 
 class Parser(argparse.ArgumentParser):
@@ -179,9 +218,9 @@ def build_parser():
     fetch.set_defaults(run=_fetch)
 
     sample = commands.add_parser(
-        "sample", help="write text from a trained model, streaming it as it is generated",
-        description="Sample from a checkpoint. Temperature 0 is greedy decoding: deterministic, and prone "
-        "to loops.",
+        "sample",
+        help="write text from a trained model, streaming it as it is generated",
+        description="Sample from a checkpoint. Temperature 0 is greedy decoding: deterministic, and prone to loops.",
     )
     source = sample.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", default="models/best.pt", help="a charrnn checkpoint (default: %(default)s)")
@@ -194,7 +233,8 @@ def build_parser():
     sample.set_defaults(run=_sample)
 
     side = commands.add_parser(
-        "compare", help="two models write from the same prime and seed, shown side by side",
+        "compare",
+        help="two models write from the same prime and seed, shown side by side",
         description="Each model is an MLflow model URI (models:/charrnn-anna/1, models:/charrnn-anna@champion) "
         "or a checkpoint file. Both generate from the same prime with the same seed; the texts are printed in "
         "two columns on a wide terminal, one after the other on a narrow one, each headed with its version, "
@@ -208,33 +248,40 @@ def build_parser():
     side.set_defaults(run=_compare)
 
     promote = commands.add_parser(
-        "promote", help="give the alias 'champion' to the registered version with the lowest val loss",
+        "promote",
+        help="give the alias 'champion' to the registered version with the lowest val loss",
         description="Among the versions of charrnn-<corpus> with the split of params.yaml and this charrnn's "
         "evaluation protocol, the one with the lowest validation loss gets the alias 'champion'. Uses "
         "MLFLOW_TRACKING_URI, else mlruns/mlflow.db.",
     )
     promote.add_argument("--dry-run", action="store_true", help="print the decision, change nothing")
-    promote.add_argument("--switch-split", action="store_true",
-                         help="move champion even if it holds a version of another split or evaluation protocol")
+    promote.add_argument(
+        "--switch-split",
+        action="store_true",
+        help="move champion even if it holds a version of another split or evaluation protocol",
+    )
     promote.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
     promote.add_argument("--vocab", default="data/prepared/vocab.json", help="(default: %(default)s)")
     promote.set_defaults(run=_promote)
 
     ui = commands.add_parser(
-        "ui", help="start MLflow's UI on the project's store and print the links to its training runs",
+        "ui",
+        help="start MLflow's UI on the project's store and print the links to its training runs",
         description="Serves MLflow's UI on mlruns/mlflow.db (or, when MLFLOW_TRACKING_URI names a tracking "
         "server, uses that server's) and prints the links to params.yaml's experiment: its training runs as "
         "charts (the train and val loss curves first), its logged checkpoints, and the champion's page in the "
         "registry. Runs until Ctrl-C.",
     )
-    ui.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: %(default)s, this "
-                    "machine only)")
+    ui.add_argument(
+        "--host", default="127.0.0.1", help="the address to serve on (default: %(default)s, this machine only)"
+    )
     ui.add_argument("--port", type=_port, default=5000, help="(default: %(default)s)")
     ui.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
     ui.set_defaults(run=_ui)
 
     page = commands.add_parser(
-        "play", help="serve a page for the browser where the models write text as you watch",
+        "play",
+        help="serve a page for the browser where the models write text as you watch",
         description="Serves a page on this machine (http://127.0.0.1:5050/ by default) where the registered "
         "versions of every charrnn-<corpus> model (the champion first) and this workspace's checkpoints "
         "(models/best.pt, the kept ones) write text from a prime you type, streaming it as it is generated: "
@@ -243,14 +290,19 @@ def build_parser():
         "MLFLOW_TRACKING_URI, else mlruns/mlflow.db. Runs until Ctrl-C.",
     )
     page.add_argument("--port", type=_port, default=5050, help="(default: %(default)s)")
-    page.add_argument("--host", default="127.0.0.1", help="the address to serve on (default: %(default)s, this "
-                      "machine only; any other prints a warning: the page is open to whoever reaches it)")
+    page.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to serve on (default: %(default)s, this "
+        "machine only; any other prints a warning: the page is open to whoever reaches it)",
+    )
     page.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _threads_argument(page)
     page.set_defaults(run=_play)
 
     doctor = commands.add_parser(
-        "doctor", help="what this machine will do: device, precision, threads, corpus, MLflow store, and how long "
+        "doctor",
+        help="what this machine will do: device, precision, threads, corpus, MLflow store, and how long "
         "`dvc repro` will take",
         description="Says in a few seconds what `dvc repro` will do on this machine with params.yaml: the device "
         "and the precisions and threads `auto` picks, where the corpus and the MLflow store are, whether the "
@@ -258,12 +310,18 @@ def build_parser():
         "estimated from a short burst of the model's own training, evaluation and generation here.",
     )
     doctor.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
-    doctor.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="as `dvc exp run -S KEY=VALUE`: estimate that variant instead")
+    doctor.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="as `dvc exp run -S KEY=VALUE`: estimate that variant instead",
+    )
     doctor.set_defaults(run=_doctor)
 
     check = commands.add_parser(
-        "repro-check", help="run the pipeline twice from scratch (tiny config) and compare every metric",
+        "repro-check",
+        help="run the pipeline twice from scratch (tiny config) and compare every metric",
         description="In two scratch copies of this repository (its git-tracked files), run `dvc repro` with a "
         "tiny configuration; fail listing any metric or sample that differs (wall-clock chars_per_sec aside), "
         "or if a second `dvc repro` is not a no-op. Run it anywhere in the repository.",
@@ -272,7 +330,8 @@ def build_parser():
     check.set_defaults(run=_repro_check)
 
     report = commands.add_parser(
-        "report", help="write a Markdown report of the workspace against a git revision",
+        "report",
+        help="write a Markdown report of the workspace against a git revision",
         description="Compare the workspace with a git revision: the params that differ, the DVC metrics "
         "(metrics/eval.json: old, new, change), the train/val loss curves of both in one PNG, and the start of "
         "samples/best.txt. Run it from the repository root after `dvc repro`.",

@@ -30,10 +30,14 @@ def compare(spec_a, spec_b, prime, length, seed, temperature, top_k, precision="
     other if too narrow."""
     (model_a, vocab_a, head_a), (model_b, vocab_b, head_b) = load(spec_a), load(spec_b)
     if not vocab_a.same_text(vocab_b):
-        raise CharRNNError(f"{spec_a} learned '{vocab_a.corpus}' and {spec_b} '{vocab_b.corpus}': "
-                           "models of different corpora are not compared")
-    texts = [generate(model, vocab_a, prime, length, temperature, top_k, seeds=[seed], precision=precision)[0]
-             for model in (model_a, model_b)]
+        raise CharRNNError(
+            f"{spec_a} learned '{vocab_a.corpus}' and {spec_b} '{vocab_b.corpus}': "
+            "models of different corpora are not compared"
+        )
+    texts = [
+        generate(model, vocab_a, prime, length, temperature, top_k, seeds=[seed], precision=precision)[0]
+        for model in (model_a, model_b)
+    ]
     return layout([head_a, head_b], texts, width or shutil.get_terminal_size((100, 24)).columns)
 
 
@@ -42,13 +46,16 @@ def layout(headings, texts, width):
     column = (width - len(GUTTER)) // 2
     if column < MIN_COLUMN:
         return "\n\n".join(f"== {heading}\n{text}" for heading, text in zip(headings, texts))
-    left, right = ([*_wrapped(f"== {heading}", column), "", *_wrapped(text, column)]
-                   for heading, text in zip(headings, texts))
-    return "\n".join(f"{a:<{column}}{GUTTER}{b}".rstrip()
-                     for a, b in itertools.zip_longest(left, right, fillvalue=""))
+    left, right = (
+        [*_wrapped(f"== {heading}", column), "", *_wrapped(text, column)] for heading, text in zip(headings, texts)
+    )
+    return "\n".join(f"{a:<{column}}{GUTTER}{b}".rstrip() for a, b in itertools.zip_longest(left, right, fillvalue=""))
 
 
 def _wrapped(text, column):
     """The lines of `text` cut to `column` characters, each line of the text on lines of its own."""
-    return [piece for line in text.splitlines() or [""]
-            for piece in textwrap.wrap(line, column, replace_whitespace=False, drop_whitespace=False) or [""]]
+    return [
+        piece
+        for line in text.splitlines() or [""]
+        for piece in textwrap.wrap(line, column, replace_whitespace=False, drop_whitespace=False) or [""]
+    ]

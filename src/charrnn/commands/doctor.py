@@ -51,10 +51,15 @@ def cpu_name():
     except OSError:
         return platform.processor() or platform.machine()
     flags = set(info.get("flags", "").split())
-    features = [name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX512"), ("avx512_bf16", "AVX512-BF16"),
-                                        ("amx_bf16", "AMX")) if flag in flags]
-    return (f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')} model "
-            f"{info.get('model', '?')}; {', '.join(features) or 'no AVX2'})")
+    features = [
+        name
+        for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX"))
+        if flag in flags
+    ]
+    return (
+        f"{info.get('model name', platform.machine())} (family {info.get('cpu family', '?')} model "
+        f"{info.get('model', '?')}; {', '.join(features) or 'no AVX2'})"
+    )
 
 
 def corpus_text(source):
@@ -90,8 +95,9 @@ def burst(p, vocab_size, device, precision):
     ids = torch.randint(vocab_size, (p.batch_size, p.num_steps + 1), device=device)
     hidden, steps, started = None, -2, None  # the first two steps set kernels up, untimed
     while steps < 3 or time.perf_counter() - started < BURST_SECONDS:
-        _, hidden = train_step(model, optimizer, ids[:, :-1], ids[:, 1:], hidden, p.learning_rate,
-                               p.grad_clip, autocast)
+        _, hidden = train_step(
+            model, optimizer, ids[:, :-1], ids[:, 1:], hidden, p.learning_rate, p.grad_clip, autocast
+        )
         _sync(device)
         steps += 1
         if steps == 0:
@@ -117,8 +123,9 @@ def generation_seconds_per_char(model, vocab_size, p, device, precision):
     seeds = range(p.sample.num_samples)
     generate(model, vocab, vocab.chars[0], 10, seeds=seeds, device=device, precision=precision)  # set-up
     started = time.perf_counter()
-    generate(model, vocab, vocab.chars[0], length, top_k=min(5, vocab_size), seeds=seeds, device=device,
-             precision=precision)
+    generate(
+        model, vocab, vocab.chars[0], length, top_k=min(5, vocab_size), seeds=seeds, device=device, precision=precision
+    )
     return (time.perf_counter() - started) / length
 
 
@@ -142,23 +149,34 @@ def estimate(p, length, vocab_size, device, precision, generation):
         "the stages' start-up": STAGE_SECONDS,
     }
     chars_per_sec = p.batch_size * p.num_steps / step_seconds
-    lines = [f"{shape(model.config)}: {steps:,} steps of {p.batch_size} x {p.num_steps} characters "
-             f"({p.epochs} epochs of {train_chars:,}) at {chars_per_sec:,.0f} chars/s "
-             f"(measured over {BURST_SECONDS:g} s), {validations} validations, {kept} kept checkpoints",
-             ", ".join(f"{name} {duration(seconds)}" for name, seconds in parts.items())]
+    lines = [
+        f"{shape(model.config)}: {steps:,} steps of {p.batch_size} x {p.num_steps} characters "
+        f"({p.epochs} epochs of {train_chars:,}) at {chars_per_sec:,.0f} chars/s "
+        f"(measured over {BURST_SECONDS:g} s), {validations} validations, {kept} kept checkpoints",
+        ", ".join(f"{name} {duration(seconds)}" for name, seconds in parts.items()),
+    ]
     return sum(parts.values()), lines
 
 
 def tools():
     """(name, what) of the optional parts' programs: PostgreSQL for the team tests, Chromium for the pictures."""
     initdb = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
-    chromium = next((path for name in ("chromium", "chromium-browser", "google-chrome")
-                     if (path := shutil.which(name))), None)
+    chromium = next(
+        (path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))), None
+    )
     return [
-        ("PostgreSQL", f"{initdb} (the team tests start a server with it)" if initdb
-         else "no initdb: the team tests skip (apt-get install postgresql)"),
-        ("Chromium", f"{chromium} (docs/screenshots.py takes the pictures with it)" if chromium
-         else "not installed: only docs/screenshots.py needs it (apt-get install chromium)"),
+        (
+            "PostgreSQL",
+            f"{initdb} (the team tests start a server with it)"
+            if initdb
+            else "no initdb: the team tests skip (apt-get install postgresql)",
+        ),
+        (
+            "Chromium",
+            f"{chromium} (docs/screenshots.py takes the pictures with it)"
+            if chromium
+            else "not installed: only docs/screenshots.py needs it (apt-get install chromium)",
+        ),
     ]
 
 
@@ -185,13 +203,19 @@ def doctor(p, threads):
     generation = generation_precision(p.sample.precision, device, p.cell)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none (training runs on the CPU)"
     report = [
-        ("CPU", f"{cpu_name()}, {os.cpu_count()} CPUs; torch {torch.__version__}, "
-                f"kernels {torch.backends.cpu.get_cpu_capability()}"),
+        (
+            "CPU",
+            f"{cpu_name()}, {os.cpu_count()} CPUs; torch {torch.__version__}, "
+            f"kernels {torch.backends.cpu.get_cpu_capability()}",
+        ),
         ("GPU", gpu),
-        ("device", f"{device}: training in {precision} (precision: {p.precision}), generation in "
-                   f"{generation} "
-                   f"(sample.precision: {p.sample.precision}), {threads} CPU thread{'s' * (threads > 1)} "
-                   f"(threads: {p.threads})"),
+        (
+            "device",
+            f"{device}: training in {precision} (precision: {p.precision}), generation in "
+            f"{generation} "
+            f"(sample.precision: {p.sample.precision}), {threads} CPU thread{'s' * (threads > 1)} "
+            f"(threads: {p.threads})",
+        ),
     ]
     source = corpus.resolve(p.corpus)
     path, where = corpus_text(source)

@@ -29,16 +29,22 @@ def play(host, port, device):
         listener.bind((host, port))
     except (OSError, OverflowError) as err:
         listener.close()
-        raise CharRNNError(f"cannot serve the page on {host}:{port} ({getattr(err, 'strerror', None) or err}): "
-                           "pass another --port or --host") from None
+        raise CharRNNError(
+            f"cannot serve the page on {host}:{port} ({getattr(err, 'strerror', None) or err}): "
+            "pass another --port or --host"
+        ) from None
     port = listener.getsockname()[1]
     local = is_loopback(host)
     # the names a browser sends as Host (an IPv6 address in brackets); any, where the user opened it up
     allowed = [*LOOPBACK_NAMES, "[::1]", host, f"[{host}]"] if local else ["*"]
     if not local:
-        print(f"WARNING: serving on {host}, not on this machine alone: anyone who reaches port {port} here "
-              "can list this project's models and make this machine's CPU write text with them. Without --host "
-              "the page serves 127.0.0.1 only.", file=sys.stderr, flush=True)
+        print(
+            f"WARNING: serving on {host}, not on this machine alone: anyone who reaches port {port} here "
+            "can list this project's models and make this machine's CPU write text with them. Without --host "
+            "the page serves 127.0.0.1 only.",
+            file=sys.stderr,
+            flush=True,
+        )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
     print(f"charrnn play: http://{shown}:{port}/ (models of {project_root()}; Ctrl-C stops it)", flush=True)
     app = create_app(project_root(), device, allowed)

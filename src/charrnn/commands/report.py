@@ -53,8 +53,9 @@ def write_report(base="main", output="report", with_repro_check=False):
 
 
 def _resolve(root, revision):
-    result = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd=root,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}"], cwd=root, capture_output=True, text=True
+    )
     if result.returncode != 0:
         hint = "; name the base with --base REV" if revision == "main" else ""
         raise CharRNNError(f"git revision '{revision}' not found{hint}")
@@ -64,8 +65,9 @@ def _resolve(root, revision):
 def _dvc_diff(root, kind, commit, *options):
     """`dvc <kind> diff --json [options] commit` (against the workspace) as {file: {key: {"old", "new", ...}}}."""
     dvc = Path(sys.executable).parent / "dvc"
-    result = subprocess.run([str(dvc), kind, "diff", "--json", *options, commit], cwd=root, capture_output=True,
-                            text=True)
+    result = subprocess.run(
+        [str(dvc), kind, "diff", "--json", *options, commit], cwd=root, capture_output=True, text=True
+    )
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["no output"]
         raise CharRNNError(f"dvc {kind} diff failed: {lines[-1]}")
@@ -73,8 +75,10 @@ def _dvc_diff(root, kind, commit, *options):
 
 
 def _params_section(root, commit):
-    rows = [(f"`{key}`", _plain(change.get("old")), _plain(change.get("new")))
-            for _, key, change in _entries(_dvc_diff(root, "params", commit))]
+    rows = [
+        (f"`{key}`", _plain(change.get("old")), _plain(change.get("new")))
+        for _, key, change in _entries(_dvc_diff(root, "params", commit))
+    ]
     if not rows:
         return "## Params\n\nNo param differs."
     return "## Params\n\n" + _table(["param", "base", "workspace"], rows)
@@ -180,7 +184,9 @@ def _longest_backtick_run(text):
 def _repro_section(root):
     problems = repro_check(root)
     if not problems:
-        return "## Reproducibility\n\n`charrnn repro-check`: identical metrics and samples in two runs from " \
-               "scratch; a second `dvc repro` is a no-op."
+        return (
+            "## Reproducibility\n\n`charrnn repro-check`: identical metrics and samples in two runs from "
+            "scratch; a second `dvc repro` is a no-op."
+        )
     listed = "\n".join(f"- {problem}" for problem in problems)
     return f"## Reproducibility\n\n`charrnn repro-check` found {len(problems)} difference(s):\n\n{listed}"

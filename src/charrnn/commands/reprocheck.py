@@ -21,9 +21,22 @@ TIMING_KEYS = {"chars_per_sec"}
 # The whole pipeline on Hamlet in seconds (143 steps, a kept checkpoint at step 100, every stage run):
 # repro-check's configuration, and the tiny pipeline of the tests and bench/pipeline.py. Dotted keys are
 # nested sections of params.yaml (sample.length is sample: {length: ...}).
-TINY = {"corpus": "hamlet", "lstm_size": 32, "num_layers": 1, "batch_size": 32, "num_steps": 32, "epochs": 1,
-        "eval_every": 50, "keep_checkpoints": 100, "warmup_steps": 5, "dropout": 0.1, "learning_rate": 0.01,
-        "precision": "fp32", "device": "cpu", "sample.length": 200}
+TINY = {
+    "corpus": "hamlet",
+    "lstm_size": 32,
+    "num_layers": 1,
+    "batch_size": 32,
+    "num_steps": 32,
+    "epochs": 1,
+    "eval_every": 50,
+    "keep_checkpoints": 100,
+    "warmup_steps": 5,
+    "dropout": 0.1,
+    "learning_rate": 0.01,
+    "precision": "fp32",
+    "device": "cpu",
+    "sample.length": 200,
+}
 
 OUTPUTS = ("metrics/*.json", "data/split/split.json", "plots/train/*.csv", "samples/*.txt")
 
@@ -40,8 +53,9 @@ def repro_check(root, overrides=TINY, keep=False):
     """Return the list of differences (empty when the pipeline reproduces)."""
     root = Path(root).resolve()
     if not (root / "dvc.yaml").is_file() or not (root / "params.yaml").is_file():
-        raise CharRNNError(f"{root} has no dvc.yaml and params.yaml: run charrnn repro-check in the charrnn "
-                           "project's checkout")
+        raise CharRNNError(
+            f"{root} has no dvc.yaml and params.yaml: run charrnn repro-check in the charrnn project's checkout"
+        )
     scratch = Path(tempfile.mkdtemp(prefix="charrnn-repro-"))
     try:
         results = [_run_from_scratch(root, scratch / f"run{i}", overrides) for i in (1, 2)]
@@ -55,8 +69,11 @@ def repro_check(root, overrides=TINY, keep=False):
     for name in sorted(first.keys() | second.keys()):
         a, b = first.get(name), second.get(name)
         if isinstance(a, dict) and isinstance(b, dict):
-            problems += [f"{name}: {key} {a.get(key)!r} != {b.get(key)!r}" for key in sorted(a.keys() | b.keys())
-                         if key not in TIMING_KEYS and a.get(key) != b.get(key)]
+            problems += [
+                f"{name}: {key} {a.get(key)!r} != {b.get(key)!r}"
+                for key in sorted(a.keys() | b.keys())
+                if key not in TIMING_KEYS and a.get(key) != b.get(key)
+            ]
         elif a != b:
             problems.append(f"{name}: differs between the two runs")
     compared = sum(len(v) if isinstance(v, dict) else 1 for v in first.values())
@@ -75,8 +92,11 @@ def _run_from_scratch(root, copy, overrides):
         tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-15:])
         raise CharRNNError(f"dvc repro failed in {copy}:\n{tail}")
     again = subprocess.run([dvc, "repro"], cwd=copy, env=env, capture_output=True, text=True)
-    problems = [] if "Data and pipelines are up to date" in again.stdout else \
-        [f"a second dvc repro was not a no-op:\n{again.stdout.strip()}"]
+    problems = (
+        []
+        if "Data and pipelines are up to date" in again.stdout
+        else [f"a second dvc repro was not a no-op:\n{again.stdout.strip()}"]
+    )
 
     outputs = {}
     for pattern in OUTPUTS:

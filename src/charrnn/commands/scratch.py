@@ -22,8 +22,13 @@ def copy_project(root, folder, paths=None, params=None):
     ignored, as they are in the work tree), or only those under `paths`; set `params` ({dotted key:
     value}) in its params.yaml; and commit the copy in a new git repository. Returns `folder`."""
     root, folder = Path(root), Path(folder)
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", *(paths or ())],
-                            cwd=root, capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", *(paths or ())],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     for name in filter(None, listed.stdout.split("\0")):
         if (root / name).is_file() and "__pycache__" not in name:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)

@@ -31,14 +31,20 @@ def links(url, client, experiment_name, model_name):
     if experiment is None:
         return []
     runs = f"{url}/#/experiments/{experiment.experiment_id}"
-    found = [("training runs (loss curves)", f"{runs}/runs?{TRAINING_VIEW}&compareRunsMode=CHART"),
-             ("checkpoints (logged models)", f"{runs}/models?{TRAINING_VIEW}")]
+    found = [
+        ("training runs (loss curves)", f"{runs}/runs?{TRAINING_VIEW}&compareRunsMode=CHART"),
+        ("checkpoints (logged models)", f"{runs}/models?{TRAINING_VIEW}"),
+    ]
     try:
         champion = client.get_model_version_by_alias(model_name, registry.CHAMPION)
     except MlflowException:  # no such model or alias yet
         return found
-    return found + [(f"the champion, {model_name} version {champion.version}",
-                     f"{url}/#/models/{model_name}/versions/{champion.version}?{TRAINING_VIEW}")]
+    return found + [
+        (
+            f"the champion, {model_name} version {champion.version}",
+            f"{url}/#/models/{model_name}/versions/{champion.version}?{TRAINING_VIEW}",
+        )
+    ]
 
 
 @contextmanager
@@ -58,9 +64,26 @@ def mlflow_server(tracking_uri, host="127.0.0.1", port=5000):
             raise CharRNNError(f"cannot serve the UI on {host}:{port} ({err.strerror}): pass another --port") from None
     url = f"http://{host}:{port}"
     with tempfile.TemporaryFile("w+") as log:  # the server's own lines, for the one line of a failure
-        server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-                                   "--host", host, "--port", str(port), "--workers", "1"],
-                                  stdout=log, stderr=subprocess.STDOUT, text=True)
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                tracking_uri,
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
         def serve():
             server.wait()
             raise _exited(server, log)

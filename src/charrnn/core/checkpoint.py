@@ -45,8 +45,9 @@ def load(path):
     """Read a checkpoint safely (no pickled code runs); a missing, corrupt or foreign file is a CharRNNError."""
     path = Path(path)
     if path.exists() and not path.is_file():
-        raise CharRNNError(f"checkpoint {path} is {'a folder' if path.is_dir() else 'not a regular file'}, not a "
-                           "checkpoint file")
+        raise CharRNNError(
+            f"checkpoint {path} is {'a folder' if path.is_dir() else 'not a regular file'}, not a checkpoint file"
+        )
     if not path.is_file():
         raise CharRNNError(f"checkpoint {path} not found (train first: dvc repro train)")
     try:
@@ -76,12 +77,15 @@ def load_model(path):
     claiming a huge model is refused, not built."""
     payload = load(path)
     try:
-        vocab = Vocab(chars=tuple(payload["vocab"]["chars"]), corpus=payload["vocab"]["corpus"],
-                      sha256=payload["vocab"]["sha256"])
+        vocab = Vocab(
+            chars=tuple(payload["vocab"]["chars"]), corpus=payload["vocab"]["corpus"], sha256=payload["vocab"]["sha256"]
+        )
         config, weights = dict(payload["model_config"]), dict(payload["model_state"])
     except (KeyError, TypeError, ValueError) as err:
-        raise CharRNNError(f"{path}: its vocab, model_config or model_state is missing or malformed "
-                           f"({type(err).__name__}: {str(err)[:120]})") from None
+        raise CharRNNError(
+            f"{path}: its vocab, model_config or model_state is missing or malformed "
+            f"({type(err).__name__}: {str(err)[:120]})"
+        ) from None
     if config.get("vocab_size") != len(vocab):
         raise CharRNNError(f"{path}: model expects {config.get('vocab_size')} characters, vocabulary has {len(vocab)}")
     try:

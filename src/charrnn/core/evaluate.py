@@ -61,8 +61,10 @@ def evaluate_checkpoint(path, vocab, splits, device):
     """Metrics of the model in `path` over each non-empty split ({name: ids} encoded with `vocab`)."""
     model, trained_on = checkpoint.load_model(path)
     if not trained_on.same_text(vocab):
-        raise CharRNNError(f"{path} was trained on corpus '{trained_on.corpus}', but the data is '{vocab.corpus}' "
-                           "(another text or vocabulary): retrain with `dvc repro train`")
+        raise CharRNNError(
+            f"{path} was trained on corpus '{trained_on.corpus}', but the data is '{vocab.corpus}' "
+            "(another text or vocabulary): retrain with `dvc repro train`"
+        )
     model.to(device)
     metrics = {}
     for name, ids in splits.items():

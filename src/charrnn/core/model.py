@@ -22,8 +22,12 @@ class CharRNN(nn.Module):
     def __init__(self, vocab_size, cell="lstm", lstm_size=512, num_layers=2, dropout=0.5, embedding_size=0):
         super().__init__()
         self.config = dict(
-            vocab_size=vocab_size, cell=cell, lstm_size=lstm_size, num_layers=num_layers,
-            dropout=dropout, embedding_size=embedding_size,
+            vocab_size=vocab_size,
+            cell=cell,
+            lstm_size=lstm_size,
+            num_layers=num_layers,
+            dropout=dropout,
+            embedding_size=embedding_size,
         )
         self.embedding = nn.Embedding(vocab_size, embedding_size) if embedding_size else None
         self.rnn = CELLS[cell](
@@ -64,7 +68,7 @@ class CharRNN(nn.Module):
         x, layer_states = inputs, []
         for layer in range(num_layers):
             weights = [getattr(self.rnn, f"{name}_l{layer}") for name in WEIGHT_NAMES]
-            layer_state = map_state(state, lambda s: s[layer:layer + 1])  # noqa: B023 (used at once)
+            layer_state = map_state(state, lambda s: s[layer : layer + 1])  # noqa: B023 (used at once)
             hx = list(layer_state) if cell == "lstm" else layer_state  # torch.lstm takes [h, c], the others h
             # (input, hx, weights, has_biases, num_layers, dropout, train, bidirectional, batch_first)
             x, *new_state = CELL_SEQUENCES[cell](x, hx, weights, True, 1, 0.0, True, False, True)

@@ -74,13 +74,12 @@ def resolve(spec):
     if path.is_file():
         return Corpus(name=path.stem, filename=path.name, source=path)
     if path.exists():
-        raise CharRNNError(f"corpus '{spec}' is {'a folder' if path.is_dir() else 'not a regular file'}: "
-                           "give a UTF-8 text file")
+        raise CharRNNError(
+            f"corpus '{spec}' is {'a folder' if path.is_dir() else 'not a regular file'}: give a UTF-8 text file"
+        )
     if path.suffix or os.sep in spec:
         raise CharRNNError(f"corpus file '{spec}' does not exist")
-    raise CharRNNError(
-        f"unknown corpus '{spec}': use one of {', '.join(CORPORA)}, or a path to a UTF-8 text file"
-    )
+    raise CharRNNError(f"unknown corpus '{spec}': use one of {', '.join(CORPORA)}, or a path to a UTF-8 text file")
 
 
 def raw_path(corpus, raw_dir):
@@ -109,7 +108,8 @@ def fetch(corpus, raw_dir, mirror=None):
     """Make `raw_dir/<name>.txt` hold the corpus's verified bytes; return (path, sha256).
 
     Order: a file already there with the right checksum, then `mirror` (default: $CHARRNN_DATA_MIRROR;
-    a relative path is taken from the repository root), then the corpus URL. A user's own file is checked for UTF-8 and copied.
+    a relative path is taken from the repository root), then the corpus URL. A user's own file is checked
+    for UTF-8 and copied.
     """
     dest = raw_path(corpus, raw_dir)
     if corpus.source is not None:
@@ -151,9 +151,7 @@ def download(url, dest, sha256, mirror_name):
                         received += len(block)
                         bar.update(len(block))
         except http.client.IncompleteRead as err:
-            raise CharRNNError(
-                f"download of {url} broke off after {len(err.partial)} bytes; try again"
-            ) from None
+            raise CharRNNError(f"download of {url} broke off after {len(err.partial)} bytes; try again") from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise CharRNNError(

@@ -38,9 +38,7 @@ class Vocab:
         unknown = ids < 0
         if unknown.any():
             names = sorted({repr(chr(c)) for c in np.unique(codes[unknown])})
-            raise CharRNNError(
-                f"characters not in the {self.corpus or 'model'} vocabulary: {', '.join(names)}"
-            )
+            raise CharRNNError(f"characters not in the {self.corpus or 'model'} vocabulary: {', '.join(names)}")
         return ids.astype(self.dtype)
 
     def decode(self, ids):
@@ -53,16 +51,18 @@ class Vocab:
         return table
 
     def save(self, path):
-        write_json(path, {"chars": list(self.chars), "corpus": self.corpus, "sha256": self.sha256,
-                          "origin": self.origin})
+        write_json(
+            path, {"chars": list(self.chars), "corpus": self.corpus, "sha256": self.sha256, "origin": self.origin}
+        )
 
     @classmethod
     def load(cls, path):
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(chars=tuple(data["chars"]), corpus=data["corpus"], sha256=data["sha256"],
-                       origin=data.get("origin", ""))
+            return cls(
+                chars=tuple(data["chars"]), corpus=data["corpus"], sha256=data["sha256"], origin=data.get("origin", "")
+            )
         except FileNotFoundError:
             raise CharRNNError(f"{path} not found (run `dvc repro prepare` first)") from None
         except (ValueError, KeyError, TypeError) as err:

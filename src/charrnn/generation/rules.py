@@ -23,16 +23,20 @@ def check_sampling(vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0,
     if num_samples < 1:
         raise CharRNNError(f"num_samples must be >= 1 (got {num_samples})")
     if length * num_samples > MAX_CHARACTERS:
-        raise CharRNNError(f"length x num_samples must be at most {MAX_CHARACTERS:,} characters "
-                           f"(got {length:,} x {num_samples:,})")
+        raise CharRNNError(
+            f"length x num_samples must be at most {MAX_CHARACTERS:,} characters (got {length:,} x {num_samples:,})"
+        )
     if len(prime) * num_samples > MAX_PRIME_CHARACTERS:
-        raise CharRNNError(f"the prime's length x num_samples must be at most {MAX_PRIME_CHARACTERS:,} characters "
-                           f"(got {len(prime):,} x {num_samples:,})")
+        raise CharRNNError(
+            f"the prime's length x num_samples must be at most {MAX_PRIME_CHARACTERS:,} characters "
+            f"(got {len(prime):,} x {num_samples:,})"
+        )
     if temperature < 0:
         raise CharRNNError(f"temperature must be >= 0 (got {temperature}; 0 = greedy)")
     if top_k is not None and not 1 <= top_k <= len(vocab):
-        raise CharRNNError(f"top_k must be between 1 and the vocabulary size {len(vocab)}, or null for off "
-                           f"(got {top_k})")
+        raise CharRNNError(
+            f"top_k must be between 1 and the vocabulary size {len(vocab)}, or null for off (got {top_k})"
+        )
     if not 0 < top_p <= 1:
         raise CharRNNError(f"top_p must be in (0, 1] (got {top_p}; 1 = off)")
     prime = usable_prime(vocab, prime, drop_unknown)
@@ -53,8 +57,14 @@ def usable_prime(vocab, prime, drop_unknown):
 
 def sampling_options(sample):
     """generate()'s sampling keywords from params.yaml's sample section (params.Sample)."""
-    return dict(prime=sample.prime, length=sample.length, temperature=sample.temperature, top_k=sample.top_k,
-                top_p=sample.top_p, drop_unknown=sample.drop_unknown)
+    return dict(
+        prime=sample.prime,
+        length=sample.length,
+        temperature=sample.temperature,
+        top_k=sample.top_k,
+        top_p=sample.top_p,
+        drop_unknown=sample.drop_unknown,
+    )
 
 
 def choose_precision(precision, cell, device_type, missing_bf16_kernels):
@@ -71,8 +81,10 @@ def choose_precision(precision, cell, device_type, missing_bf16_kernels):
             return "bf16"
         return "int8" if device_type == "cpu" else "fp32"
     if precision != "fp32" and cell != "lstm":
-        raise CharRNNError(f"{precision} generation is implemented for LSTM models, and this one is a {cell}: "
-                           "use precision auto or fp32")
+        raise CharRNNError(
+            f"{precision} generation is implemented for LSTM models, and this one is a {cell}: "
+            "use precision auto or fp32"
+        )
     if precision == "bf16" and missing_bf16_kernels is not None:
         alternatives = "precision auto or fp32" if device_type == "cuda" else "precision auto, fp32 or int8"
         raise CharRNNError(f"precision is bf16, but {missing_bf16_kernels}: use {alternatives}")

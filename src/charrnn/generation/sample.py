@@ -15,8 +15,20 @@ from charrnn.generation.steppers import generation_precision, make_stepper
 _MASK32 = 0xFFFFFFFF
 
 
-def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0, seeds=(0,),
-             device="cpu", drop_unknown=False, on_step=None, precision="fp32"):
+def generate(
+    model,
+    vocab,
+    prime,
+    length,
+    temperature=1.0,
+    top_k=None,
+    top_p=1.0,
+    seeds=(0,),
+    device="cpu",
+    drop_unknown=False,
+    on_step=None,
+    precision="fp32",
+):
     """Return one text per seed: `prime` followed by `length` generated characters.
 
     temperature 0 is greedy decoding (deterministic, and prone to loops); top_k None and top_p 1 are off.
@@ -24,8 +36,9 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
     `precision` is the generation steps' (sample.precision's choices; auto as rules.choose_precision says): the prime is
     read in fp32, the sampling arithmetic is fp32 whatever it is.
     """
-    prime, _, steps = writing(model, vocab, prime, length, temperature, top_k, top_p, seeds, device, drop_unknown,
-                           precision)
+    prime, _, steps = writing(
+        model, vocab, prime, length, temperature, top_k, top_p, seeds, device, drop_unknown, precision
+    )
     out = torch.empty(len(seeds), length, dtype=torch.long, device=device)
     for step, ids in enumerate(steps):
         out[:, step] = ids
@@ -34,8 +47,19 @@ def generate(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0
     return [prime + vocab.decode(row) for row in out.cpu().numpy()]
 
 
-def writing(model, vocab, prime, length, temperature=1.0, top_k=None, top_p=1.0, seeds=(0,), device="cpu",
-            drop_unknown=False, precision="fp32"):
+def writing(
+    model,
+    vocab,
+    prime,
+    length,
+    temperature=1.0,
+    top_k=None,
+    top_p=1.0,
+    seeds=(0,),
+    device="cpu",
+    drop_unknown=False,
+    precision="fp32",
+):
     """(the prime as generation uses it, the precision it runs in, an iterator of each step's new ids, one
     per stream): generate()'s work one step at a time, for a caller that interleaves several models
     (charrnn play). The options are checked here, before any work; the iterator computes each step as
@@ -55,8 +79,9 @@ def _steps(model, prime_ids, length, temperature, top_k, top_p, seeds, device, p
         logits, state = model(prime_ids.expand(len(seeds), -1))  # the whole prime in one pass
         logits = logits[:, -1]
         if not torch.isfinite(logits).all():
-            raise CharRNNError("the model's outputs are not finite numbers (NaN or infinite weights): it cannot "
-                               "write text; retrain it")
+            raise CharRNNError(
+                "the model's outputs are not finite numbers (NaN or infinite weights): it cannot write text; retrain it"
+            )
         advance = make_stepper(model, precision)
     for step in range(length):
         with torch.inference_mode():

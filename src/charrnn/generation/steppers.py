@@ -64,8 +64,10 @@ def fp32_stepper(model):
     about 2x faster on the CPU.
     """
     cell_step, lstm = CELL_STEPS[model.config["cell"]], model.config["cell"] == "lstm"
-    layers = [[column_major(getattr(model.rnn, f"{name}_l{layer}")) for name in WEIGHT_NAMES]
-              for layer in range(model.config["num_layers"])]
+    layers = [
+        [column_major(getattr(model.rnn, f"{name}_l{layer}")) for name in WEIGHT_NAMES]
+        for layer in range(model.config["num_layers"])
+    ]
     head_weight = column_major(model.head.weight)
 
     def step(ids, state):
@@ -114,15 +116,18 @@ class _ReducedStep:
 
     def __init__(self, model, precision):
         rnn, size = model.rnn, model.config["lstm_size"]
-        layers = [[_gate_rows(getattr(rnn, f"{name}_l{layer}").detach().float(), size) for name in WEIGHT_NAMES]
-                  for layer in range(model.config["num_layers"])]
+        layers = [
+            [_gate_rows(getattr(rnn, f"{name}_l{layer}").detach().float(), size) for name in WEIGHT_NAMES]
+            for layer in range(model.config["num_layers"])
+        ]
         product = {"bf16": _Bf16Product, "int8": _Int8Product}[precision]
         w_ih, w_hh, b_ih, b_hh = layers[0]
         with torch.no_grad():
             every_input = model.inputs(torch.arange(model.config["vocab_size"], device=w_ih.device)).float()
             self.table = every_input @ w_ih.t() + b_ih + b_hh  # (vocab, 4 size): layer 0's input product
-        self.products = [product(w_hh)] + [product(torch.cat([w_ih, w_hh], 1), b_ih + b_hh)
-                                           for w_ih, w_hh, b_ih, b_hh in layers[1:]]
+        self.products = [product(w_hh)] + [
+            product(torch.cat([w_ih, w_hh], 1), b_ih + b_hh) for w_ih, w_hh, b_ih, b_hh in layers[1:]
+        ]
         self.head_weight, self.head_bias = model.head.weight.detach().float(), model.head.bias.detach().float()
         self.size = size
 
@@ -187,4 +192,3 @@ class _Int8Product:
     def __call__(self, x):
         product = torch._weight_int8pack_mm(x.to(torch.bfloat16), self.weight, self.scale)
         return product if self.bias is None else torch.add(product, self.bias)
-

@@ -61,8 +61,9 @@ def create_app(root, device="cpu", allowed_hosts=("127.0.0.1", "localhost")):
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             # a page elsewhere can send text/plain without asking; application/json needs the browser's
             # CORS preflight, which this server never grants
-            return JSONResponse({"error": "the request body must be JSON (Content-Type: application/json)"},
-                                status_code=415)
+            return JSONResponse(
+                {"error": "the request body must be JSON (Content-Type: application/json)"}, status_code=415
+            )
         try:
             asked = await _json_body(request)
             job = await run_in_threadpool(Job, catalogue, turns, asked, device)
@@ -73,20 +74,33 @@ def create_app(root, device="cpu", allowed_hosts=("127.0.0.1", "localhost")):
             return JSONResponse({"error": FAILED}, status_code=500)
         if not threads:
             threads.append(anyio.CapacityLimiter(GENERATION_THREADS))
-        return StreamingResponse(_in_thread(job, threads[0]), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            _in_thread(job, threads[0]), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
 
     async def settings(request):
-        return JSONResponse({"defaults": {"prime": SCHEMA["sample.prime"].default, **OPTIONS,
-                                          "precision": SCHEMA["sample.precision"].default},
-                             "precisions": list(GENERATION_PRECISIONS), "max_models": MAX_MODELS,
-                             "limits": {"prime": MAX_PRIME, "length": MAX_LENGTH, "total_length": MAX_TOTAL_LENGTH}})
+        return JSONResponse(
+            {
+                "defaults": {
+                    "prime": SCHEMA["sample.prime"].default,
+                    **OPTIONS,
+                    "precision": SCHEMA["sample.precision"].default,
+                },
+                "precisions": list(GENERATION_PRECISIONS),
+                "max_models": MAX_MODELS,
+                "limits": {"prime": MAX_PRIME, "length": MAX_LENGTH, "total_length": MAX_TOTAL_LENGTH},
+            }
+        )
 
-    routes = [Route("/", lambda request: FileResponse(PAGE / "index.html")),
-              Route("/play.js", lambda request: FileResponse(PAGE / "play.js", media_type="text/javascript")),
-              Route("/play.css", lambda request: FileResponse(PAGE / "play.css", media_type="text/css")),
-              Route("/api/settings", settings), Route("/api/models", models), Route("/api/learning", learning),
-              Route("/api/generate", generate, methods=["POST"])]
+    routes = [
+        Route("/", lambda request: FileResponse(PAGE / "index.html")),
+        Route("/play.js", lambda request: FileResponse(PAGE / "play.js", media_type="text/javascript")),
+        Route("/play.css", lambda request: FileResponse(PAGE / "play.css", media_type="text/css")),
+        Route("/api/settings", settings),
+        Route("/api/models", models),
+        Route("/api/learning", learning),
+        Route("/api/generate", generate, methods=["POST"]),
+    ]
     return Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
 
 
@@ -127,8 +141,9 @@ async def _in_thread(job, threads):
     next character or leaves the queue of turns."""
     events = job.events()
     try:
-        while (event := await anyio.to_thread.run_sync(next, events, None, abandon_on_cancel=True,
-                                                       limiter=threads)) is not None:
+        while (
+            event := await anyio.to_thread.run_sync(next, events, None, abandon_on_cancel=True, limiter=threads)
+        ) is not None:
             yield event
     finally:
         job.stop()
@@ -149,22 +164,35 @@ class Job:
             raise CharRNNError(f"a request has 1 to {MAX_MODELS} models (got {len(ids)})")
         unknown = sorted(set(asked) - {"models", "prime", "precision", *OPTIONS})
         if unknown:
-            raise CharRNNError(f"unknown option {unknown[0][:40]!r}: the options are prime, {', '.join(OPTIONS)} "
-                               "and precision")
+            raise CharRNNError(
+                f"unknown option {unknown[0][:40]!r}: the options are prime, {', '.join(OPTIONS)} and precision"
+            )
         options = {name: checked_option(name, asked.get(name, OPTIONS.get(name))) for name in ("prime", *OPTIONS)}
-        precision = check_value("sample.precision", asked.get("precision", SCHEMA["sample.precision"].default),
-                                "request")
+        precision = check_value(
+            "sample.precision", asked.get("precision", SCHEMA["sample.precision"].default), "request"
+        )
         check_bounds([options] * len(ids))
         loaded = [catalogue.load(model_id) for model_id in ids]
-        for model_id, (_, vocab, facts) in zip(ids, loaded):
+        for model_id, (_, vocab, _facts) in zip(ids, loaded):
             if not vocab.same_text(loaded[0][1]):
-                raise CharRNNError(f"{ids[0]} learned '{loaded[0][1].corpus}' and {model_id} '{vocab.corpus}': "
-                                   "models of different corpora are not compared")
+                raise CharRNNError(
+                    f"{ids[0]} learned '{loaded[0][1].corpus}' and {model_id} '{vocab.corpus}': "
+                    "models of different corpora are not compared"
+                )
         self.streams = []
-        for model_id, (model, vocab, facts) in zip(ids, loaded):
-            prime, used, steps = writing(model, vocab, options["prime"], options["length"], options["temperature"],
-                                         options["top_k"], options["top_p"], [options["seed"]], device,
-                                         precision=precision)
+        for _model_id, (model, vocab, facts) in zip(ids, loaded):
+            prime, used, steps = writing(
+                model,
+                vocab,
+                options["prime"],
+                options["length"],
+                options["temperature"],
+                options["top_k"],
+                options["top_p"],
+                [options["seed"]],
+                device,
+                precision=precision,
+            )
             self.streams.append((vocab, steps, {**facts, "precision": used}))
         self.turns, self.prime, self.length = turns, prime, options["length"]
         self.stopped = threading.Event()

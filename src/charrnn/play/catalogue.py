@@ -82,10 +82,16 @@ class Catalogue:
         val_loss = version.tags.get("val_loss")
         score = _score(float(val_loss) if registry.usable(val_loss) else None)
         if alias:
-            return {"id": f"models:/{name}{alias}", "label": f"{name} {alias} (version {version.version}, {score})",
-                    "group": name}
-        return {"id": f"models:/{name}/{version.version}", "label": f"{name} version {version.version} ({score})",
-                "group": name}
+            return {
+                "id": f"models:/{name}{alias}",
+                "label": f"{name} {alias} (version {version.version}, {score})",
+                "group": name,
+            }
+        return {
+            "id": f"models:/{name}/{version.version}",
+            "label": f"{name} version {version.version} ({score})",
+            "group": name,
+        }
 
     def workspace(self):
         """models/best.pt, then the kept checkpoints by step."""
@@ -94,8 +100,14 @@ class Catalogue:
             facts = self._facts(path)
             if facts is None:
                 continue  # unreadable or not a checkpoint: not offered
-            entries.append({"id": path.as_posix(), "label": f"{path.as_posix()} ({_described(facts)})",
-                            "group": "this workspace", "step": facts["step"]})
+            entries.append(
+                {
+                    "id": path.as_posix(),
+                    "label": f"{path.as_posix()} ({_described(facts)})",
+                    "group": "this workspace",
+                    "step": facts["step"],
+                }
+            )
         return sorted(entries, key=lambda entry: (entry["id"] != (MODELS / "best.pt").as_posix(), entry["step"] or 0))
 
     def _workspace_files(self):
@@ -140,8 +152,11 @@ class Catalogue:
             else:
                 run_id = self._version(model_id).run_id
             experiment = client.get_run(run_id).info.experiment_id
-            logged = _every_page(lambda token: client.search_logged_models(
-                [experiment], filter_string=f"source_run_id = '{run_id}'", page_token=token))
+            logged = _every_page(
+                lambda token: client.search_logged_models(
+                    [experiment], filter_string=f"source_run_id = '{run_id}'", page_token=token
+                )
+            )
         except MlflowException as err:
             raise CharRNNError(f"cannot read the run of {model_id}: {store.scrubbed(err.message)[:200]}") from None
         entries = []
@@ -150,8 +165,14 @@ class Catalogue:
             val = metrics.get("loss/val")
             step = val.step if val is not None else None
             score = _score(val.value if val is not None else None)
-            entries.append({"id": f"models:/{model.model_id}", "label": f"{model.name} ({score})", "step": step,
-                            "group": model.name.rsplit("-step", 1)[0]})
+            entries.append(
+                {
+                    "id": f"models:/{model.model_id}",
+                    "label": f"{model.name} ({score})",
+                    "step": step,
+                    "group": model.name.rsplit("-step", 1)[0],
+                }
+            )
         return sorted(entries, key=lambda entry: (entry["step"] is None, entry["step"] or 0, entry["label"]))
 
     # ---- loading
@@ -200,8 +221,10 @@ class Catalogue:
     def _workspace_path(self, model_id):
         path = Path(model_id)
         if path not in self._workspace_files() or self._facts(path) is None:
-            raise CharRNNError(f"unknown model {model_id[:200]!r}: choose one the page lists (a registered version, "
-                               "models/best.pt or a kept checkpoint)")
+            raise CharRNNError(
+                f"unknown model {model_id[:200]!r}: choose one the page lists (a registered version, "
+                "models/best.pt or a kept checkpoint)"
+            )
         return path
 
     def _version(self, model_id):
@@ -237,8 +260,13 @@ def _facts_of(payload):
     config = payload["model_config"]
     val = payload.get("val_loss")
     val = float(val) if isinstance(val, (int, float)) and math.isfinite(val) else None
-    return {"val_loss": val, "val_bpc": bits(val), "step": payload.get("step"), "shape": shape(config),
-            "corpus": payload["vocab"]["corpus"]}
+    return {
+        "val_loss": val,
+        "val_bpc": bits(val),
+        "step": payload.get("step"),
+        "shape": shape(config),
+        "corpus": payload["vocab"]["corpus"],
+    }
 
 
 def _score(val_loss):

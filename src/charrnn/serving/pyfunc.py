@@ -42,17 +42,30 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
         try:
             rows = checked_rows(model_input)
             with self.turns.request(sum(len(row["prime"]) + row["length"] for row in rows)) as request:
-                return [generate(self.model, self.vocab, row["prime"], row["length"], temperature=row["temperature"],
-                                 top_k=row["top_k"], top_p=row["top_p"], seeds=[row["seed"]], precision=precision,
-                                 on_step=request.step)[0] for row in rows]
+                return [
+                    generate(
+                        self.model,
+                        self.vocab,
+                        row["prime"],
+                        row["length"],
+                        temperature=row["temperature"],
+                        top_k=row["top_k"],
+                        top_p=row["top_p"],
+                        seeds=[row["seed"]],
+                        precision=precision,
+                        on_step=request.step,
+                    )[0]
+                    for row in rows
+                ]
         except Busy as err:
             raise MlflowException(str(err), error_code=RESOURCE_EXHAUSTED) from None
         except CharRNNError as err:
             raise MlflowException(str(err), error_code=INVALID_PARAMETER_VALUE) from None
         except Exception:
             traceback.print_exc()
-            raise MlflowException("the model failed to answer this request (the server's log has the details)",
-                                  error_code=INTERNAL_ERROR) from None
+            raise MlflowException(
+                "the model failed to answer this request (the server's log has the details)", error_code=INTERNAL_ERROR
+            ) from None
 
 
 def checked_rows(model_input):
@@ -61,18 +74,28 @@ def checked_rows(model_input):
         raise CharRNNError("the input needs a 'prime' column")
     records = model_input.to_dict("records")
     check_count(len(records))
-    rows = [{name: checked_option(name, record.get(name, OPTIONS.get(name)), f"row {number}: ")
-             for name in ("prime", *OPTIONS)} for number, record in enumerate(records, 1)]
+    rows = [
+        {
+            name: checked_option(name, record.get(name, OPTIONS.get(name)), f"row {number}: ")
+            for name in ("prime", *OPTIONS)
+        }
+        for number, record in enumerate(records, 1)
+    ]
     check_bounds(rows)
     return rows
 
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", "prime"), ColSpec("long", "length", required=False),
-                   ColSpec("double", "temperature", required=False), ColSpec("long", "top_k", required=False),
-                   ColSpec("double", "top_p", required=False), ColSpec("long", "seed", required=False)]),
+    inputs=Schema(
+        [
+            ColSpec("string", "prime"),
+            ColSpec("long", "length", required=False),
+            ColSpec("double", "temperature", required=False),
+            ColSpec("long", "top_k", required=False),
+            ColSpec("double", "top_p", required=False),
+            ColSpec("long", "seed", required=False),
+        ]
+    ),
     outputs=Schema([ColSpec("string")]),
     params=ParamSchema([ParamSpec("precision", "string", DEFAULT_PRECISION)]),
 )
-
-

@@ -42,12 +42,15 @@ def check_bounds(texts):
     for number, text in enumerate(texts, 1):
         where = f"row {number}: " if len(texts) > 1 else ""
         if len(text["prime"]) > MAX_PRIME:
-            raise CharRNNError(f"{where}the prime has {len(text['prime']):,} characters, over the limit of "
-                               f"{MAX_PRIME:,} per prime")
+            raise CharRNNError(
+                f"{where}the prime has {len(text['prime']):,} characters, over the limit of {MAX_PRIME:,} per prime"
+            )
         if text["length"] > MAX_LENGTH:
-            raise CharRNNError(f"{where}length {text['length']:,} is over the limit of {MAX_LENGTH:,} characters "
-                               "per text")
+            raise CharRNNError(
+                f"{where}length {text['length']:,} is over the limit of {MAX_LENGTH:,} characters per text"
+            )
     total = sum(text["length"] for text in texts)
     if total > MAX_TOTAL_LENGTH:
-        raise CharRNNError(f"the request asks for {total:,} characters in all, over the limit of "
-                           f"{MAX_TOTAL_LENGTH:,} per request")
+        raise CharRNNError(
+            f"the request asks for {total:,} characters in all, over the limit of {MAX_TOTAL_LENGTH:,} per request"
+        )

@@ -74,12 +74,15 @@ class Turns:
                 raise Busy(f"the server is busy with {len(self._admitted)} requests; retry later")
             in_flight = self.large_in_flight
             if request.large and in_flight >= (self.max_large if self.rate else 1):  # one until the speed is known
-                raise Busy(f"the server is busy with {in_flight} large requests (over {SMALL:,} characters); "
-                           "retry later")
+                raise Busy(
+                    f"the server is busy with {in_flight} large requests (over {SMALL:,} characters); retry later"
+                )
             ahead = sum(other.left for other in self._admitted) + cost
             if request.large and self.rate and ahead / self.rate > HEADROOM * timeout:
-                raise Busy(f"the server is busy: {ahead:,} characters to write with this request's, more than it "
-                           f"writes in half its timeout of {timeout:g} s; retry later")
+                raise Busy(
+                    f"the server is busy: {ahead:,} characters to write with this request's, more than it "
+                    f"writes in half its timeout of {timeout:g} s; retry later"
+                )
             self._admitted.add(request)
         try:
             request.wait_turn()
@@ -145,5 +148,7 @@ class Request:
 
     def _check_deadline(self):
         if time.monotonic() > self.deadline:
-            raise TimedOut("the request took longer than the server's timeout (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT); "
-                           "ask for fewer characters")
+            raise TimedOut(
+                "the request took longer than the server's timeout (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT); "
+                "ask for fewer characters"
+            )

@@ -68,8 +68,10 @@ class TrainingTracker:
             try:
                 client.get_run(resumed_run_id)
             except MlflowException:
-                print(f"MLflow run {resumed_run_id} of the resumed training is not in {redacted(tracking_uri())}: "
-                      "starting a new run")
+                print(
+                    f"MLflow run {resumed_run_id} of the resumed training is not in {redacted(tracking_uri())}: "
+                    "starting a new run"
+                )
             else:
                 self.run = PipelineRun.reopen(resumed_run_id)
                 client.update_run(self.run.id, status="RUNNING")
@@ -89,13 +91,21 @@ class TrainingTracker:
                 client.set_experiment_tag(experiment_id, kind, view)
         dvc_exp = os.environ.get("DVC_EXP_NAME", "")
         name = dvc_exp or label(self.vocab.corpus, self.p.model_config())
-        tags = {**source_tags(), "corpus": self.vocab.corpus, "corpus_sha256": self.vocab.sha256,
-                "device": self.p.device, **comparability(self.p, self.vocab), FOLDER_TAG: training_folder()}
+        tags = {
+            **source_tags(),
+            "corpus": self.vocab.corpus,
+            "corpus_sha256": self.vocab.sha256,
+            "device": self.p.device,
+            **comparability(self.p, self.vocab),
+            FOLDER_TAG: training_folder(),
+        }
         if dvc_exp:
             tags["dvc_exp_name"] = dvc_exp
         run = client.create_run(experiment_id, run_name=name, tags=tags)
         self.run = PipelineRun(client, run.info.run_id)
-        client.log_batch(self.run.id, params=[Param(key, str(value)[:6000]) for key, value in self.p.flat(skip=("sample",)).items()])
+        client.log_batch(
+            self.run.id, params=[Param(key, str(value)[:6000]) for key, value in self.p.flat(skip=("sample",)).items()]
+        )
         self.run.log_datasets(split_datasets(self.p, self.vocab))
         self._end_abandoned_runs(client)
         self._monitor_system(resumed=False)
@@ -106,8 +116,9 @@ class TrainingTracker:
         power cut) and that this one does not continue: one training at a time runs in a folder (DVC
         locks the repository; each queued experiment has a folder of its own), so none will go on."""
         experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-        for run in client.search_runs(experiments, f"tags.{FOLDER_TAG} = '{training_folder()}' "
-                                                   "and attributes.status = 'RUNNING'"):
+        for run in client.search_runs(
+            experiments, f"tags.{FOLDER_TAG} = '{training_folder()}' and attributes.status = 'RUNNING'"
+        ):
             if run.info.run_id != self.run.id:
                 client.set_terminated(run.info.run_id, "KILLED")
                 print(f"MLflow run {run.info.run_id} of an earlier training here, never ended, is marked KILLED")
@@ -116,21 +127,28 @@ class TrainingTracker:
         """MLflow's own sampling of CPU, memory, disk, network (and GPU, with nvidia-ml-py) into the run's
         system/ metrics, until training_done(); MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides the interval."""
         logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no chatter on a stage's stderr
-        self.monitor = SystemMetricsMonitor(self.run.id, sampling_interval=SYSTEM_METRICS_INTERVAL,
-                                            resume_logging=resumed, tracking_uri=tracking_uri())
+        self.monitor = SystemMetricsMonitor(
+            self.run.id, sampling_interval=SYSTEM_METRICS_INTERVAL, resume_logging=resumed, tracking_uri=tracking_uri()
+        )
         self.monitor.start()
 
     def log(self, row):
         """A validation's row (step, train_loss, val_loss, lr, chars_per_sec) as points of the run's curves;
         val_loss in bits per character too."""
         metrics = {**row, "val_bpc": loss_metrics("val", row["val_loss"])["val_bpc"]}
-        self.run.log_metrics({CURVES.get(key, key): value for key, value in metrics.items() if key != "step"},
-                             step=row["step"])
+        self.run.log_metrics(
+            {CURVES.get(key, key): value for key, value in metrics.items() if key != "step"}, step=row["step"]
+        )
 
     def log_summary(self, metrics):
         """After training: metrics/train.json's single figures. Its final train_loss, val_loss and
         chars_per_sec are the last points of curves already (logged at their step), so they are not
         logged again: at step 0 they would draw a curve back to the start."""
-        self.run.log_metrics({key: value for key, value in metrics.items() if isinstance(value, (int, float))
-                              and key not in ("train_loss", "val_loss", "chars_per_sec")})
+        self.run.log_metrics(
+            {
+                key: value
+                for key, value in metrics.items()
+                if isinstance(value, (int, float)) and key not in ("train_loss", "val_loss", "chars_per_sec")
+            }
+        )
         self.run.client.set_tag(self.run.id, "device", metrics["device"])

@@ -77,25 +77,40 @@ def log_checkpoint(run, source, path, payload, best, linked):
     is (e.g. hamlet-1x32-lstm-step100-best), with the params of `source` (the run's MLflow record) and
     the run's metrics `linked` to it."""
     step = payload["step"]
-    name = model_safe(f"{label(payload['vocab']['corpus'], payload['model_config'])}-step{step}{'-best' if best else ''}")
-    model = run.client.create_logged_model(source.info.experiment_id, name=name, source_run_id=run.id,
-                                           params=source.data.params, tags={"checkpoint": path.name})
+    name = model_safe(
+        f"{label(payload['vocab']['corpus'], payload['model_config'])}-step{step}{'-best' if best else ''}"
+    )
+    model = run.client.create_logged_model(
+        source.info.experiment_id,
+        name=name,
+        source_run_id=run.id,
+        params=source.data.params,
+        tags={"checkpoint": path.name},
+    )
     with tempfile.TemporaryDirectory() as folder:
-        mlflow.pyfunc.log_model(name=name, input_example=EXAMPLE, model_id=model.model_id,
-                                **served_model(path, Path(folder)))
+        mlflow.pyfunc.log_model(
+            name=name, input_example=EXAMPLE, model_id=model.model_id, **served_model(path, Path(folder))
+        )
     run.client.log_outputs(run.id, [LoggedModelOutput(model.model_id, step)])
     # the very metrics the run logged (same timestamp and step: the run's history gains no copy), now
     # also linked to the model and to the dataset they were measured on
-    run.client.log_batch(run.id, metrics=[Metric(m.key, m.value, m.timestamp, m.step, model.model_id,
-                                                 *run.dataset_of(m.key)) for m in linked])
+    run.client.log_batch(
+        run.id,
+        metrics=[Metric(m.key, m.value, m.timestamp, m.step, model.model_id, *run.dataset_of(m.key)) for m in linked],
+    )
     return model.model_id
 
 
 def served_model(path, folder):
     """The keywords of mlflow.pyfunc.log_model/save_model that make checkpoint `path` a served model,
     its code copied under `folder`."""
-    return dict(python_model=str(modules.module_file(SERVED_MODEL)), artifacts={"checkpoint": str(path)},
-                code_paths=[served_code(folder)], signature=SIGNATURE, pip_requirements=REQUIREMENTS)
+    return dict(
+        python_model=str(modules.module_file(SERVED_MODEL)),
+        artifacts={"checkpoint": str(path)},
+        code_paths=[served_code(folder)],
+        signature=SIGNATURE,
+        pip_requirements=REQUIREMENTS,
+    )
 
 
 def served_code(folder):

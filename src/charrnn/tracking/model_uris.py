@@ -17,7 +17,9 @@ def download_checkpoint(model_uri):
     try:
         folder = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
     except MlflowException as err:
-        raise CharRNNError(f"cannot load {model_uri} from {redacted(tracking_uri())}: {scrubbed(err.message)[:200]}") from None
+        raise CharRNNError(
+            f"cannot load {model_uri} from {redacted(tracking_uri())}: {scrubbed(err.message)[:200]}"
+        ) from None
     found = sorted(Path(folder).glob("artifacts/*.pt"))
     if not found:
         raise CharRNNError(f"{model_uri} holds no charrnn checkpoint")
@@ -33,7 +35,9 @@ def load(spec):
     elif Path(spec).is_file():
         path, label = Path(spec), spec
     else:
-        raise CharRNNError(f"'{spec}' is neither a model URI (e.g. models:/charrnn-anna@champion) nor a checkpoint file")
+        raise CharRNNError(
+            f"'{spec}' is neither a model URI (e.g. models:/charrnn-anna@champion) nor a checkpoint file"
+        )
     model, vocab = checkpoint.load_model(path)
     return model, vocab, checkpoint.load(path), label
 

@@ -29,8 +29,10 @@ def register(run, model_id, corpus_name, evaluation, key):
     the version. A logged model registered before (by a register that was killed) keeps its version."""
     name = model_name(corpus_name)
     if not usable(evaluation["val_loss"]):
-        raise CharRNNError(f"best.pt scores val loss {evaluation['val_loss']}: its weights are not a usable model, "
-                           f"so it is not registered as a version of {name}; retrain it (delete models/last.pt, then `dvc repro`)")
+        raise CharRNNError(
+            f"best.pt scores val loss {evaluation['val_loss']}: its weights are not a usable model, "
+            f"so it is not registered as a version of {name}; retrain it (delete models/last.pt, then `dvc repro`)"
+        )
     run_data = run.client.get_run(run.id).data
     bits = {metric: f"{evaluation[metric]:.4f}" for metric in ("val_bpc", "test_bpc") if metric in evaluation}
     params = ", ".join(f"{param}={value}" for param, value in changed(run_data.params).items()) or "defaults"
@@ -50,8 +52,9 @@ def register(run, model_id, corpus_name, evaluation, key):
     scores = "; ".join(f"{metric.split('_')[0]} {value} bpc" for metric, value in bits.items())
     commit = f" Commit {history['git_commit'][:12]}." if "git_commit" in history else ""
     experiment = f" DVC experiment {history['dvc_exp_name']}." if "dvc_exp_name" in history else ""
-    run.client.update_model_version(name, version, description=(
-        f"{logged.name}: {scores}. Params: {params}.{commit}{experiment}"))
+    run.client.update_model_version(
+        name, version, description=(f"{logged.name}: {scores}. Params: {params}.{commit}{experiment}")
+    )
     return version
 
 
@@ -70,13 +73,17 @@ def promote(client, name, key, dry_run=False, switch_split=False):
     """
     versions, best, current = _choice(client, name, key)
     newest = max(versions, key=lambda v: int(v.version))
-    print(f"{name}: newest version {newest.version} val {float(newest.tags['val_loss']):.4f}; "
-          f"best with {_described(key)}: version {best.version} val {float(best.tags['val_loss']):.4f}")
+    print(
+        f"{name}: newest version {newest.version} val {float(newest.tags['val_loss']):.4f}; "
+        f"best with {_described(key)}: version {best.version} val {float(best.tags['val_loss']):.4f}"
+    )
     current_key = {tag: current.tags.get(tag) for tag in key} if current is not None else key
     if current_key != key and not switch_split:
-        print(f"{CHAMPION} stays on version {current.version} ({_described(current_key)}): val losses of "
-              "different splits or evaluation protocols are not compared; `charrnn promote --switch-split` "
-              "moves it to this one's best")
+        print(
+            f"{CHAMPION} stays on version {current.version} ({_described(current_key)}): val losses of "
+            "different splits or evaluation protocols are not compared; `charrnn promote --switch-split` "
+            "moves it to this one's best"
+        )
         return str(current.version), float(current.tags.get("val_loss", "nan"))
     if _holds(current, best):
         print(f"{CHAMPION} stays on version {best.version}")
@@ -93,8 +100,11 @@ def promote(client, name, key, dry_run=False, switch_split=False):
 
 def _choice(client, name, key):
     """(the usable versions of `name` with the comparability `key`, the best of them, the champion now)."""
-    versions = [v for v in client.search_model_versions(f"name='{name}'")
-                if all(v.tags.get(tag) == value for tag, value in key.items()) and usable(v.tags.get("val_loss"))]
+    versions = [
+        v
+        for v in client.search_model_versions(f"name='{name}'")
+        if all(v.tags.get(tag) == value for tag, value in key.items()) and usable(v.tags.get("val_loss"))
+    ]
     if not versions:
         raise CharRNNError(f"no version of {name} with {_described(key)} to promote")
     # on a tie the newest: the same weights registered again after log_models reran (new serving code)
@@ -111,8 +121,11 @@ def _holds(current, best):
 
 
 def _named(version):
-    return (f"version {version.version} (val {float(version.tags.get('val_loss', 'nan')):.4f})"
-            if version is not None else "no version")
+    return (
+        f"version {version.version} (val {float(version.tags.get('val_loss', 'nan')):.4f})"
+        if version is not None
+        else "no version"
+    )
 
 
 def _crown(client, name, best, current):

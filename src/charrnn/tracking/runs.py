@@ -75,9 +75,15 @@ def split_datasets(p, vocab):
     with warnings.catch_warnings():  # MLflow has two local sources (for "" and "file:") and warns that both fit
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(vocab.origin)
-    return {split: MetaDataset(source, name=vocab.corpus,
-                               digest=hashlib.sha256(f"{split_id(p, vocab)}:{vocab.sha256}:{split}".encode()).hexdigest()[:16])
-            for split, fraction in zip(CONTEXTS, (p.train_frac, p.val_frac, p.test_frac)) if fraction > 0}
+    return {
+        split: MetaDataset(
+            source,
+            name=vocab.corpus,
+            digest=hashlib.sha256(f"{split_id(p, vocab)}:{vocab.sha256}:{split}".encode()).hexdigest()[:16],
+        )
+        for split, fraction in zip(CONTEXTS, (p.train_frac, p.val_frac, p.test_frac))
+        if fraction > 0
+    }
 
 
 def run_record(key, path=RUN_FILE):
@@ -108,7 +114,9 @@ class PipelineRun:
         try:
             client.get_run(run_id)
         except MlflowException as err:
-            raise CharRNNError(f"MLflow run {run_id} not found in {redacted(tracking_uri())} ({err.message[:120]})") from None
+            raise CharRNNError(
+                f"MLflow run {run_id} not found in {redacted(tracking_uri())} ({err.message[:120]})"
+            ) from None
         return cls(client, run_id)
 
     def __enter__(self):
@@ -122,24 +130,36 @@ class PipelineRun:
         """Log metrics at `step`, each linked to the dataset of its split (`val_loss`: validation) and,
         if given, to the logged model `model_id`."""
         now = int(time.time() * 1000)
-        self.client.log_batch(self.id, metrics=[Metric(key, float(value), now, step, model_id, *self.dataset_of(key))
-                                                for key, value in metrics.items()])
+        self.client.log_batch(
+            self.id,
+            metrics=[
+                Metric(key, float(value), now, step, model_id, *self.dataset_of(key)) for key, value in metrics.items()
+            ],
+        )
 
     def dataset_of(self, metric):
         """(name, digest) of the dataset the metric was measured on, by its name's split; (None, None) if
         none."""
         if self._datasets is None:
             inputs = self.client.get_run(self.id).inputs.dataset_inputs
-            self._datasets = {tag.value: (entry.dataset.name, entry.dataset.digest)
-                              for entry in inputs for tag in entry.tags if tag.key == MLFLOW_DATASET_CONTEXT}
+            self._datasets = {
+                tag.value: (entry.dataset.name, entry.dataset.digest)
+                for entry in inputs
+                for tag in entry.tags
+                if tag.key == MLFLOW_DATASET_CONTEXT
+            }
         split = metric.rpartition("/")[2].partition("_")[0]  # val_bpc, loss/val_bpc: val
         return self._datasets.get(CONTEXTS.get(split), (None, None))
 
     def log_datasets(self, datasets):
         """Log {split: dataset} as the run's inputs, each with its context (training, validation, test)."""
-        self.client.log_inputs(self.id, [DatasetInput(dataset._to_mlflow_entity(),
-                                                      [InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])])
-                                         for split, dataset in datasets.items()])
+        self.client.log_inputs(
+            self.id,
+            [
+                DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, CONTEXTS[split])])
+                for split, dataset in datasets.items()
+            ],
+        )
         self._datasets = None
 
     def log_artifact(self, path, folder=None):
@@ -161,15 +181,20 @@ def source_tags():
         user = ""
     script, checkout = Path(sys.argv[0]).resolve(), Path.cwd().resolve()  # a stage runs in its checkout's root
     source = script.relative_to(checkout) if script.is_relative_to(checkout) else script.name
-    tags = {MLFLOW_USER: user, MLFLOW_SOURCE_NAME: str(source), MLFLOW_SOURCE_TYPE: "LOCAL",
-            MLFLOW_GIT_COMMIT: git_commit()}
+    tags = {
+        MLFLOW_USER: user,
+        MLFLOW_SOURCE_NAME: str(source),
+        MLFLOW_SOURCE_TYPE: "LOCAL",
+        MLFLOW_GIT_COMMIT: git_commit(),
+    }
     return {key: value for key, value in tags.items() if value}
 
 
 def git_commit():
     """The checkout's commit, or "" outside a git checkout."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except OSError:
         return ""

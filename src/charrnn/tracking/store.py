@@ -60,8 +60,10 @@ def connect():
             with urllib.request.urlopen(f"{_without_credentials(uri).rstrip('/')}/health", timeout=10):
                 pass
         except OSError as err:
-            raise CharRNNError(f"MLflow tracking server {redacted(uri)} is unreachable ({getattr(err, 'reason', err)}): "
-                               "start it, or unset MLFLOW_TRACKING_URI to use mlruns/mlflow.db") from None
+            raise CharRNNError(
+                f"MLflow tracking server {redacted(uri)} is unreachable ({getattr(err, 'reason', err)}): "
+                "start it, or unset MLFLOW_TRACKING_URI to use mlruns/mlflow.db"
+            ) from None
     elif urllib.parse.urlsplit(uri).scheme.split("+")[0] in DATABASE_PORTS:
         _reach_database(uri)
     mlflow.set_tracking_uri(uri)
@@ -71,7 +73,7 @@ def connect():
             return _opened(uri)
         # The first use of a sqlite store creates its tables; two queued experiments starting together
         # must not both try (the loser fails its migration): the store is opened under a file lock.
-        folder = Path(uri[len("sqlite:///"):]).parent
+        folder = Path(uri[len("sqlite:///") :]).parent
         if not folder.is_dir():
             raise CharRNNError(f"the MLflow store {redacted(uri)} is in a folder that does not exist ({folder})")
         with open(folder / ".mlflow-init.lock", "w") as lock:
@@ -100,9 +102,11 @@ def _reach_database(uri):
     try:
         socket.create_connection(address, timeout=10).close()
     except OSError as err:
-        raise CharRNNError(f"the database server of the MLflow store {redacted(uri)} is unreachable "
-                           f"({err.strerror or err}): start it, or unset MLFLOW_TRACKING_URI to use "
-                           "mlruns/mlflow.db") from None
+        raise CharRNNError(
+            f"the database server of the MLflow store {redacted(uri)} is unreachable "
+            f"({err.strerror or err}): start it, or unset MLFLOW_TRACKING_URI to use "
+            "mlruns/mlflow.db"
+        ) from None
 
 
 def _opened(uri):

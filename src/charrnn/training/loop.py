@@ -36,7 +36,10 @@ class NoTracking:
         pass
 
 
-def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
+NO_TRACKING = NoTracking()
+
+
+def train(p, train_ids, val_ids, vocab, out_dir, tracker=NO_TRACKING):
     """Train per params `p`; write best.pt / last.pt (and kept checkpoints) under `out_dir`.
     Returns (metrics dict, history rows {step, train_loss, val_loss, lr})."""
     # Set-up: the device (one per process under DDP), this process's share of the data, model, optimizer.
@@ -56,17 +59,23 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
     autocast = precision_context(device, precision)
     fingerprint = run_fingerprint(p, vocab, train_ids, val_ids, device, precision)
     saver = Checkpointer(out_dir, model, optimizer, vocab, fingerprint, p.keep_checkpoints)
-    progress = Progress(total_steps, p.batch_size * p.num_steps * ranks, len(val_ids),
-                        lambda step: validations_after(step, total_steps, p.eval_every, p.keep_checkpoints))
+    progress = Progress(
+        total_steps,
+        p.batch_size * p.num_steps * ranks,
+        len(val_ids),
+        lambda step: validations_after(step, total_steps, p.eval_every, p.keep_checkpoints),
+    )
 
     # Resume an unfinished run of the same params, data and code from last.pt, or start afresh; the
     # tracker starts before any file changes, so an unreachable tracking server stops training here.
     state, hidden = start(saver, total_steps, p.resume, device, progress.say)
     state.tracking_run_id = tracker.start(state.tracking_run_id)
     saver.open_folder(fresh=state.step == 0)
-    progress.say(f"model: {shape(model.config)}, {model.num_params():,} parameters for {len(train_ids) * ranks:,} training "
-                 f"characters; {total_steps:,} steps on {device} ({precision}, {threads_phrase()}"
-                 f"{f', {ranks} processes' if ranks > 1 else ''})")
+    progress.say(
+        f"model: {shape(model.config)}, {model.num_params():,} parameters for {len(train_ids) * ranks:,} training "
+        f"characters; {total_steps:,} steps on {device} ({precision}, {threads_phrase()}"
+        f"{f', {ranks} processes' if ranks > 1 else ''})"
+    )
 
     # The loop: one optimizer step per window; the carried state restarts with each epoch. Every
     # eval_every steps, at a kept checkpoint and at the end: validate and checkpoint.
@@ -80,7 +89,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NoTracking()):
             loss, hidden = train_step(stepped, optimizer, x, y, hidden, lr, p.grad_clip, autocast)
             loss_sum += loss
             state.step, state.interval_steps = state.step + 1, state.interval_steps + 1
-            progress.step(lambda: f"train loss {loss_sum.item() / max(1, state.interval_steps):.4f}")
+            progress.step(lambda: f"train loss {loss_sum.item() / max(1, state.interval_steps):.4f}")  # noqa: B023 (now)
             if validation_due(state.step, total_steps, p.eval_every, p.keep_checkpoints):
                 state.interval_loss = distributed.mean(loss_sum).item()
                 validate_and_checkpoint(state, model, val_ids, device, lr, saver, hidden, progress, tracker)
@@ -156,10 +165,15 @@ def summary(state, model, device, precision):
     """metrics/train.json: the last and best losses, the steps, the speed and what trained."""
     last = state.history[-1]
     return dict(
-        train_loss=last["train_loss"], val_loss=last["val_loss"], best_val_loss=state.best_val_loss,
-        best_step=state.best_step, steps=state.step,
+        train_loss=last["train_loss"],
+        val_loss=last["val_loss"],
+        best_val_loss=state.best_val_loss,
+        best_step=state.best_step,
+        steps=state.step,
         chars_per_sec=round(state.chars_trained / max(state.train_seconds, 1e-9), 1),
-        num_params=model.num_params(), device=torch.device(device).type, precision=precision,
+        num_params=model.num_params(),
+        device=torch.device(device).type,
+        precision=precision,
         threads=torch.get_num_threads(),  # fp32 results may differ in their last digits with another count
     )
 
@@ -169,7 +183,10 @@ def threads_phrase():
     return f"{count} CPU thread{'s' if count > 1 else ''}"
 
 
-def train_step(model, optimizer, x, y, hidden, lr, grad_clip, autocast=nullcontext()):
+NO_AUTOCAST = nullcontext()  # fp32: a reusable context that does nothing
+
+
+def train_step(model, optimizer, x, y, hidden, lr, grad_clip, autocast=NO_AUTOCAST):
     """One optimizer step on the window (x, y) from the carried state `hidden`.
 
     Returns the loss and the new state, both detached and left on the device (no host sync).
@@ -215,8 +232,15 @@ class Progress:
             say(text)
 
     def begin(self, step):
-        self.heartbeat = Heartbeat("training", self.total_steps, "step", done=step, show=self.main,
-                                   extra_seconds=self._validations_seconds, rate_as=("char", self.chars_per_step))
+        self.heartbeat = Heartbeat(
+            "training",
+            self.total_steps,
+            "step",
+            done=step,
+            show=self.main,
+            extra_seconds=self._validations_seconds,
+            rate_as=("char", self.chars_per_step),
+        )
         self.estimated = False
         self._restart(step)
 
@@ -225,8 +249,10 @@ class Progress:
         self.heartbeat.update(1, detail)
         if not self.estimated and self.heartbeat.working_seconds() >= self.FIRST_ESTIMATE:
             self.estimated = True
-            self.say(f"{self.heartbeat.rate() * self.chars_per_step:,.0f} chars/s: "
-                     f"{ends_at(self.heartbeat.seconds_left())} (validations included)")
+            self.say(
+                f"{self.heartbeat.rate() * self.chars_per_step:,.0f} chars/s: "
+                f"{ends_at(self.heartbeat.seconds_left())} (validations included)"
+            )
 
     def lap(self, state):
         """Add the time and characters of the steps since the last lap to the run's totals; their chars/s."""
@@ -243,8 +269,10 @@ class Progress:
         self.heartbeat.resume()
         self.heartbeat.postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}", chars_s=f"{rate:,.0f}")
         left = "" if state.finished else f", {ends_at(self.heartbeat.seconds_left())}"
-        self.say(f"step {state.step:>6}/{self.total_steps} train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
-                 f"lr {row['lr']:.2e} {rate:,.0f} chars/s{left}")
+        self.say(
+            f"step {state.step:>6}/{self.total_steps} train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
+            f"lr {row['lr']:.2e} {rate:,.0f} chars/s{left}"
+        )
         self._restart(state.step)  # the validation's time is not training time
 
     def close(self):

@@ -86,8 +86,9 @@ class Checkpointer:
         try:
             return load(path)
         except CharRNNError as err:
-            raise CharRNNError(f"{err}: restore it (`dvc checkout {path}`), or delete it or set resume: false "
-                               "to train afresh") from None
+            raise CharRNNError(
+                f"{err}: restore it (`dvc checkout {path}`), or delete it or set resume: false to train afresh"
+            ) from None
 
     def open_folder(self, fresh):
         """Make rank 0's folder ready (other ranks write nothing): a fresh run starts without the kept
@@ -100,8 +101,16 @@ class Checkpointer:
 
     def _save_last(self, row, state, rank_states):
         """best.pt and last.pt carry the run's id: a resume accepts only its own run's best.pt."""
-        save(self.last, self._payload(row, optimizer_state=self.optimizer.state_dict(), rank_states=rank_states,
-                                      fingerprint=self.fingerprint, run=asdict(state)))
+        save(
+            self.last,
+            self._payload(
+                row,
+                optimizer_state=self.optimizer.state_dict(),
+                rank_states=rank_states,
+                fingerprint=self.fingerprint,
+                run=asdict(state),
+            ),
+        )
 
     def _payload(self, row, **extra):
         return model_payload(self.model, self.vocab, **row, **extra)
@@ -109,8 +118,11 @@ class Checkpointer:
 
 def rank_state(hidden):
     """What one rank must keep to continue exactly: its carried RNN state and its RNG states."""
-    return dict(hidden=map_state(hidden, torch.Tensor.cpu), rng=torch.get_rng_state(),
-                cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None)
+    return dict(
+        hidden=map_state(hidden, torch.Tensor.cpu),
+        rng=torch.get_rng_state(),
+        cuda_rng=torch.cuda.get_rng_state() if torch.cuda.is_initialized() else None,
+    )
 
 
 def restore_rank_state(saved, device):
@@ -142,9 +154,15 @@ def run_fingerprint(p, vocab, train_ids, val_ids, device, precision):
     the precision. Keys are `kind:name`, so a mismatch can be told by kind."""
     return {
         **{f"params:{key}": value for key, value in training_params(p).items()},
-        "data:corpus_sha256": vocab.sha256, "data:train_chars": len(train_ids), "data:val_chars": len(val_ids),
-        **{f"code:{name}": digest for name, digest in modules.checksums(modules.closure("charrnn.training.loop")).items()},
-        "device:type": torch.device(device).type, "device:precision": precision,
+        "data:corpus_sha256": vocab.sha256,
+        "data:train_chars": len(train_ids),
+        "data:val_chars": len(val_ids),
+        **{
+            f"code:{name}": digest
+            for name, digest in modules.checksums(modules.closure("charrnn.training.loop")).items()
+        },
+        "device:type": torch.device(device).type,
+        "device:precision": precision,
     }
 
 
