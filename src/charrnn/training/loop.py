@@ -126,7 +126,7 @@ def validations_after(step, total_steps, eval_every, keep_every):
 def validate_and_checkpoint(state, model, val_ids, device, lr, saver, hidden, progress, tracker):
     """This step's validation, its checkpoints, its row (with the chars/s of the steps since the last
     validation) to the tracker, and its progress line."""
-    rate = progress.lap(state)
+    rate = state.add_training(*progress.lap(state.step))
     row = validate(state, model, val_ids, device, lr)
     saver.checkpoint(state, row, hidden)
     restart_cudnn_dropout(device)  # as a resume from this checkpoint would: exact resume
@@ -155,7 +155,7 @@ def validate(state, model, val_ids, device, lr):
 
 def stop(state, saver, hidden, progress):
     """Save last.pt at this very step and stop (KeyboardInterrupt): `dvc repro` resumes from it."""
-    progress.lap(state)
+    state.add_training(*progress.lap(state.step))
     saver.save_interrupted(state, hidden)
     progress.say(f"stopped at step {state.step}: {saver.last} saved, `dvc repro` resumes from it")
     raise KeyboardInterrupt
@@ -254,15 +254,14 @@ class Progress:
                 f"{ends_at(self.heartbeat.seconds_left())} (validations included)"
             )
 
-    def lap(self, state):
-        """Add the time and characters of the steps since the last lap to the run's totals; their chars/s."""
+    def lap(self, step):
+        """(seconds, characters) of the training steps since the last lap, which ends at `step`; the bar
+        pauses (a validation's time is not training time)."""
         seconds = time.perf_counter() - self.started
-        chars = (state.step - self.started_step) * self.chars_per_step
-        state.train_seconds += seconds
-        state.chars_trained += chars
-        self._restart(state.step)
+        chars = (step - self.started_step) * self.chars_per_step
+        self._restart(step)
         self.heartbeat.pause()
-        return chars / max(seconds, 1e-9)
+        return seconds, chars
 
     def validated(self, state, row, rate):
         self.validation_seconds = time.perf_counter() - self.started

@@ -41,6 +41,12 @@ class RunState:
     def finished(self):
         return self.step >= self.total_steps
 
+    def add_training(self, seconds, chars):
+        """Add a lap of training steps (its seconds and characters) to the totals; return its chars/s."""
+        self.train_seconds += seconds
+        self.chars_trained += chars
+        return chars / max(seconds, 1e-9)
+
 
 def kept_at(step, keep_every):
     """Whether a copy of the model is kept at `step` (`keep_checkpoints`: every keep_every steps; 0 = never)."""
