@@ -118,6 +118,13 @@ def test_ui_serves_the_store_and_links_to_the_training_view(built, tmp_path):
             f"{url}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=charrnn-hamlet", timeout=30
         ) as answer:  # on the project's store
             assert json.loads(answer.read())["experiment"]["experiment_id"] == built.experiment.experiment_id
+        # a page whose own name points at this machine (DNS rebinding) sends its name as Host: refused,
+        # a private network's address included (MLflow's default lets those in)
+        for forged in ("rebound.example", "192.168.1.5"):
+            request = urllib.request.Request(url, headers={"Host": f"{forged}:{port}"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)
+            assert refused.value.code == 403, forged
     finally:
         ui.terminate()  # as Ctrl-C: the UI's server stops with it
         ui.wait(timeout=60)
@@ -134,6 +141,36 @@ def test_ui_serves_the_store_and_links_to_the_training_view(built, tmp_path):
             charrnn("ui", "--port", str(busy), cwd=built.root), f"cannot serve the UI on 127.0.0.1:{busy}"
         )
     assert links("http://x", MlflowClient(f"sqlite:///{tmp_path}/empty.db"), "charrnn-hamlet", "charrnn-hamlet") == []
+
+
+def test_ui_on_another_host_warns_what_it_opens_and_prints_links_that_open(built):
+    port = free_port()
+    ui = subprocess.Popen(
+        [str(Path(sys.executable).parent / "charrnn"), "ui", "--host", "0.0.0.0", "--port", str(port)],
+        cwd=built.root,
+        env=built.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        printed = []
+        for line in ui.stdout:  # up to the line with the UI's address (or the end, if it fails)
+            printed.append(line)
+            if line.startswith(("MLflow UI on", "error:")):
+                break
+        warning, first = printed[0], printed[-1]
+        assert warning.startswith(
+            f"WARNING: serving on 0.0.0.0, not on this machine alone: anyone who reaches port {port} here can read, "
+            "change and delete this project's MLflow runs"
+        ), printed
+        url = first.split()[-1]
+        assert url == f"http://127.0.0.1:{port}", first
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert b"MLflow" in page.read()
+    finally:
+        ui.terminate()
+        ui.wait(timeout=60)
 
 
 def test_champion_loads_in_a_fresh_process_and_samples(built):

@@ -1,23 +1,13 @@
 """`charrnn play`: the play page (charrnn.play) served on this machine until Ctrl-C."""
 
-import ipaddress
 import socket
-import sys
 
 import uvicorn
 
 from charrnn import project_root
+from charrnn.commands.hosts import LOOPBACK_NAMES, is_loopback, link_host, warn_if_exposed
 from charrnn.errors import CharRNNError
 from charrnn.play.app import create_app
-
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
-
-
-def is_loopback(host):
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def play(host, port, device):
@@ -37,16 +27,9 @@ def play(host, port, device):
     local = is_loopback(host)
     # the names a browser sends as Host (an IPv6 address in brackets); any, where the user opened it up
     allowed = [*LOOPBACK_NAMES, "[::1]", host, f"[{host}]"] if local else ["*"]
-    if not local:
-        print(
-            f"WARNING: serving on {host}, not on this machine alone: anyone who reaches port {port} here "
-            "can list this project's models and make this machine's CPU write text with them. Without --host "
-            "the page serves 127.0.0.1 only.",
-            file=sys.stderr,
-            flush=True,
-        )
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else f"[{host}]" if ":" in host else host
-    print(f"charrnn play: http://{shown}:{port}/ (models of {project_root()}; Ctrl-C stops it)", flush=True)
+    what = "can list this project's models and make this machine's CPU write text with them"
+    warn_if_exposed(host, port, what, "the page")
+    print(f"charrnn play: http://{link_host(host)}:{port}/ (models of {project_root()}; Ctrl-C stops it)", flush=True)
     app = create_app(project_root(), device, allowed)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2))
     server.run(sockets=[listener])

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from mlflow.exceptions import MlflowException
 
+from charrnn.commands.hosts import is_loopback, link_host, warn_if_exposed
 from charrnn.errors import CharRNNError
 from charrnn.tracking import registry, store
 
@@ -62,7 +63,17 @@ def mlflow_server(tracking_uri, host="127.0.0.1", port=5000):
             probe.bind((host, port))
         except OSError as err:
             raise CharRNNError(f"cannot serve the UI on {host}:{port} ({err.strerror}): pass another --port") from None
-    url = f"http://{host}:{port}"
+    url = f"http://{link_host(host)}:{port}"
+    warn_if_exposed(
+        host,
+        port,
+        "can read, change and delete this project's MLflow runs, models and aliases "
+        "(MLflow's server asks for no login)",
+        "the UI",
+    )
+    # this machine's own names only: a web page that points a name of its own at this machine (DNS
+    # rebinding) is refused; MLflow's default also lets in the private networks' addresses
+    allowed = ["--allowed-hosts", ",".join(f"{name}:{port}" for name in ("localhost", "127.0.0.1", "[::1]"))]
     with tempfile.TemporaryFile("w+") as log:  # the server's own lines, for the one line of a failure
         server = subprocess.Popen(
             [
@@ -78,6 +89,7 @@ def mlflow_server(tracking_uri, host="127.0.0.1", port=5000):
                 str(port),
                 "--workers",
                 "1",
+                *(allowed if is_loopback(host) else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
