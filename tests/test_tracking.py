@@ -369,6 +369,9 @@ def test_unreachable_tracking_server_is_one_clear_line(tmp_path):
     result = run_stage("evaluate", tmp_path, env={"MLFLOW_TRACKING_URI": f"http://alice:s3cret@127.0.0.1:{port}"})
     assert_clean_error(result, f"MLflow tracking server http://***@127.0.0.1:{port} is unreachable")
     assert "s3cret" not in result.stdout + result.stderr  # credentials never reach a log
+    result = run_stage("evaluate", tmp_path, env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}/?token=s3cret"})
+    assert_clean_error(result, f"MLflow tracking server http://127.0.0.1:{port}/?token=*** is unreachable")
+    assert "s3cret" not in result.stdout + result.stderr  # nor in the query string
 
 
 @pytest.mark.parametrize(
@@ -383,6 +386,10 @@ def test_unreachable_tracking_server_is_one_clear_line(tmp_path):
         (
             "postgresql://alice:s3cret@127.0.0.1:{port}/mlflow",
             "the database server of the MLflow store postgresql://***@127.0.0.1:{port}/mlflow is unreachable",
+        ),
+        (
+            "postgresql://127.0.0.1:{port}/mlflow?user=alice&password=s3cret",
+            "the MLflow store postgresql://127.0.0.1:{port}/mlflow?user=***&password=*** is unreachable",
         ),
     ],
 )

@@ -5,6 +5,7 @@ Credentials in a URI are never printed.
 
 import fcntl
 import os
+import re
 import socket
 import urllib.parse
 import urllib.request
@@ -24,9 +25,19 @@ def local_store():
     return project_root() / "mlruns"
 
 
+# a query parameter whose value is a credential (?password=, ?access_token=, ?sig=...): its value is
+# taken out of any text that may quote it; a printed URI hides every query value
+SECRET_KEY = re.compile(r"pass|pwd|token|secret|key|auth|cred|sig", re.IGNORECASE)
+
+
 def redacted(uri):
-    """The URI as it may be printed: any user:password@ (or token@) in it replaced by ***@."""
-    if "@" not in urllib.parse.urlsplit(uri).netloc:
+    """The URI as it may be printed: any user:password@ (or token@) in it replaced by ***@, and the value
+    of each query parameter (?password=, ?token=, ...) by ***."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.query:
+        hidden = [f"{key}=***" for key, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+        uri = urllib.parse.urlunsplit(parts._replace(query="&".join(hidden)))
+    if "@" not in parts.netloc:
         return uri
     return _without_credentials(uri, "***@")
 
@@ -90,8 +101,12 @@ def scrubbed(text, uri=None):
     """`text` (an error of MLflow's, which may quote the store's URI) without the credentials of `uri`
     (default: the tracking URI)."""
     uri = uri or tracking_uri()
-    secret = urllib.parse.urlsplit(uri).password
-    return text.replace(uri, redacted(uri)).replace(secret, "***") if secret else text
+    parts = urllib.parse.urlsplit(uri)
+    secrets = [parts.password, *(value for key, value in urllib.parse.parse_qsl(parts.query) if SECRET_KEY.search(key))]
+    text = text.replace(uri, redacted(uri))
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***")
+    return text
 
 
 def _reach_database(uri):
