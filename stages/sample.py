@@ -27,7 +27,7 @@ def main():
     device = pick_device(p.device)
     seeds = range(sample.seed, sample.seed + sample.num_samples)
     options = dict(sampling_options(sample), seeds=seeds, device=device)
-    steps = {path: checkpoint.load(path)["step"] for path in [*Path("models/checkpoints").glob("*.pt"), BEST]}
+    steps = {path: payload["step"] for path, payload in checkpoint.run_checkpoints(BEST.parent).items()}
     best_model, vocab = checkpoint.load_model(BEST)
     try:  # before any text is written; the run's checkpoints share best.pt's vocabulary and cell
         check_sampling(vocab, **sampling_options(sample), num_samples=sample.num_samples)

@@ -306,8 +306,8 @@ def test_auto_threads_share_the_cpus_among_the_projects_queue_workers(tmp_path, 
         queued_run.mkdir(parents=True)
         monkeypatch.chdir(queued_run)
         assert device_module.auto_threads() == max(1, cpus // 2)
-        monkeypatch.setenv("OMP_NUM_THREADS", "3")
-        assert device_module.use_threads("auto") == 3 == torch.get_num_threads()
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert device_module.use_threads("auto") == 1 == torch.get_num_threads()
     finally:
         for worker in workers:
             worker.kill()
@@ -317,6 +317,22 @@ def test_auto_threads_share_the_cpus_among_the_projects_queue_workers(tmp_path, 
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert device_module.auto_threads() == cpus and device_module.use_threads(1) == 1 == torch.get_num_threads()
     torch.set_num_threads(cpus)
+
+
+def test_more_threads_than_cpus_are_capped_with_a_warning(monkeypatch, capsys):
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        assert device_module.use_threads(cpus + 62) == cpus == torch.get_num_threads()
+        assert (
+            f"warning: threads {cpus + 62} is more than the {cpus} CPUs this process may use: computing with {cpus}"
+            in (capsys.readouterr().err)
+        )
+        monkeypatch.setenv("OMP_NUM_THREADS", "999")
+        assert device_module.use_threads("auto") == cpus == torch.get_num_threads()
+        assert "warning: OMP_NUM_THREADS=999 is more than the" in capsys.readouterr().err
+        assert device_module.use_threads(cpus) == cpus and capsys.readouterr().err == ""  # as many as CPUs: no word
+    finally:
+        torch.set_num_threads(cpus)
 
 
 def test_bad_checkpoints_are_clear_errors(tmp_path):
@@ -377,6 +393,28 @@ def test_a_checkpoint_write_on_a_full_disk_is_one_error_and_keeps_the_earlier_fi
         assert [path.name for path in disk.iterdir()] == ["best.pt"]  # no temp file left
     finally:
         subprocess.run(["umount", "--lazy", str(disk)], check=True)  # lazy: an open file cannot keep it
+
+
+def test_the_later_stages_adopt_only_the_checkpoints_of_best_pts_run(tmp_path):
+    """log_models and sample take models/checkpoints/ through run_checkpoints: a file copied in from another
+    run, or one without a run id of another vocabulary, is left out with a line."""
+    train_ids, val_ids, vocab = tiny_corpus()
+    train(tiny_params(epochs=1, keep_checkpoints=10), train_ids, val_ids, vocab, tmp_path / "mine")
+    train(tiny_params(epochs=1, keep_checkpoints=10, seed=7), train_ids, val_ids, vocab, tmp_path / "other")
+    own = sorted((tmp_path / "mine" / "checkpoints").glob("*.pt"))
+    kept = tmp_path / "mine" / "checkpoints"
+    shutil.copy(sorted((tmp_path / "other" / "checkpoints").glob("*.pt"))[0], kept / "i5_l32_v9.9999.pt")
+    older = torch.load(own[0], weights_only=True)  # as a checkpoint without a run id, of another corpus
+    del older["run_id"]
+    older["vocab"] = {**older["vocab"], "corpus": "hamlet", "sha256": "f" * 64}
+    torch.save(older, kept / "i7_l32_v9.9999.pt")
+    said = []
+    found = checkpoint.run_checkpoints(tmp_path / "mine", say=said.append)
+    assert list(found) == [*own, tmp_path / "mine" / "best.pt"]
+    assert said == [
+        f"leaving out {kept / name}: a checkpoint of another training run than {tmp_path / 'mine' / 'best.pt'}"
+        for name in ("i5_l32_v9.9999.pt", "i7_l32_v9.9999.pt")
+    ]
 
 
 @pytest.mark.parametrize("broken", ["best.pt", "last.pt"])

@@ -59,6 +59,29 @@ def load(path):
     return payload
 
 
+def run_checkpoints(folder, say=print):
+    """{path: payload} of the kept checkpoints in `folder`/checkpoints that are of best.pt's training run,
+    then best.pt itself: what the later stages adopt. A kept file of another run (another run id, or
+    without ids another vocabulary or model) is left out, with a line that says so."""
+    best_path = Path(folder) / "best.pt"
+    best = load(best_path)
+    found = {}
+    for path in sorted((Path(folder) / "checkpoints").glob("*.pt")):
+        payload = load(path)
+        if _same_run(payload, best):
+            found[path] = payload
+        else:
+            say(f"leaving out {path}: a checkpoint of another training run than {best_path}")
+    found[best_path] = best
+    return found
+
+
+def _same_run(payload, best):
+    if payload.get("run_id") and best.get("run_id"):
+        return payload["run_id"] == best["run_id"]
+    return (payload.get("vocab"), payload.get("model_config")) == (best.get("vocab"), best.get("model_config"))
+
+
 def _why_unreadable(err):
     """torch's reason in a few words: its weights_only messages open with paragraphs of advice."""
     text = str(err).strip()

@@ -2,6 +2,7 @@
 threads a process computes with."""
 
 import os
+import sys
 from contextlib import nullcontext
 
 import torch
@@ -58,7 +59,15 @@ def use_threads(setting):
     """Compute with `setting` CPU threads (the `threads` param, `--threads`): an integer as given, or
     'auto' (auto_threads()). Returns the number. torch otherwise starts one thread per core in every
     process, and two processes computing at once on the same cores make each several times slower."""
-    count = auto_threads() if setting == "auto" else setting
+    count, cpus = auto_threads() if setting == "auto" else setting, usable_cpus()
+    if count > cpus:  # more threads than CPUs: each waits for the others, many times slower
+        asked = f"OMP_NUM_THREADS={count}" if setting == "auto" else f"threads {count}"
+        print(
+            f"warning: {asked} is more than the {cpus} CPUs this process may use: computing with {cpus}",
+            file=sys.stderr,
+            flush=True,
+        )
+        count = cpus
     torch.set_num_threads(count)
     return count
 
@@ -70,5 +79,9 @@ def auto_threads():
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and int(omp) > 0:
         return int(omp)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cpus // dvc_exp.project_jobs(project_root()))
+    return max(1, usable_cpus() // dvc_exp.project_jobs(project_root()))
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity, as taskset or a container's cpuset sets it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

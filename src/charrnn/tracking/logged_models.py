@@ -46,14 +46,11 @@ def log_checkpoints(run, folder):
     """Log the checkpoints kept in `folder`/checkpoints and `folder`/best.pt (unless a kept one holds its
     step: the same weights) as models of `run` (a tracking.runs.PipelineRun), in place of any the run
     has already; return {"best_model_id", "models": {step: model id}}."""
-    folder = Path(folder)
-    by_step = {}  # step: (path, payload), each checkpoint read once
-    for path in (folder / "checkpoints").glob("*.pt"):
-        payload = checkpoint.load(path)
-        by_step[payload["step"]] = path, payload
-    best = checkpoint.load(folder / "best.pt")
-    best_step = best["step"]
-    by_step.setdefault(best_step, (folder / "best.pt", best))
+    found = checkpoint.run_checkpoints(folder)  # each read once; best.pt last
+    by_step = {}  # step: (path, payload), a kept checkpoint first where best.pt holds its step
+    for path, payload in found.items():
+        by_step.setdefault(payload["step"], (path, payload))
+    best_step = found[Path(folder) / "best.pt"]["step"]
     source = run.client.get_run(run.id)
     delete_models_of(run, source.info.experiment_id)
     history = {key: {m.step: m for m in run.client.get_metric_history(run.id, key)} for key in LINKED}

@@ -77,7 +77,8 @@ class Checkpointer:
             save(self.best, self._payload(row, run_id=state.run_id, fingerprint=self.fingerprint))
         if self.keep_due(row["step"]):
             lstm_size = self.model.config["lstm_size"]
-            save(self.kept / f"i{row['step']}_l{lstm_size}_v{row['val_loss']:.4f}.pt", self._payload(row))
+            kept = self.kept / f"i{row['step']}_l{lstm_size}_v{row['val_loss']:.4f}.pt"
+            save(kept, self._payload(row, run_id=state.run_id))  # the later stages adopt only its run's
         self._save_last(row, state, rank_states)
 
     def save_interrupted(self, state, hidden):
