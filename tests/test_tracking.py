@@ -143,6 +143,23 @@ def test_ui_serves_the_store_and_links_to_the_training_view(built, tmp_path):
     assert links("http://x", MlflowClient(f"sqlite:///{tmp_path}/empty.db"), "charrnn-hamlet", "charrnn-hamlet") == []
 
 
+def test_ui_on_a_store_that_does_not_answer_says_so_before_it_starts_a_server(tmp_path):
+    port = free_port()  # nothing listens there
+    write_params(tmp_path, **PIPELINE)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"postgresql://alice:s3cret@127.0.0.1:{port}/mlflow"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "charrnn"), "ui", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_clean_error(
+        result, f"the database server of the MLflow store postgresql://***@127.0.0.1:{port}/mlflow is unreachable"
+    )
+
+
 def test_ui_on_another_host_warns_what_it_opens_and_prints_links_that_open(built):
     port = free_port()
     ui = subprocess.Popen(

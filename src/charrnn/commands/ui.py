@@ -130,8 +130,9 @@ def _wait_for(url, server, log):
 def ui(experiment_name, model_name, host, port):
     """Serve the UI (or name the tracking server's), print the links, and serve until Ctrl-C."""
     uri = store.tracking_uri()
+    client = store.connect()  # a store that does not answer is one line in seconds, before any server starts
     with mlflow_server(uri, host, port) as (url, serve):
-        found = links(url, store.connect(), experiment_name, model_name)
+        found = links(url, client, experiment_name, model_name)
         print(f"MLflow UI on {store.redacted(uri)}: {url}")
         if not found:
             print(f"no experiment {experiment_name} there yet: run `dvc repro` first")
