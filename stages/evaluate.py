@@ -9,13 +9,13 @@ from charrnn.core.evaluate import evaluate_checkpoint
 from charrnn.core.protocol import PROTOCOL_ID
 from charrnn.data.batches import load_ids
 from charrnn.data.vocab import Vocab
-from charrnn.errors import exit_on_error
+from charrnn.dvc_exp import stage
 from charrnn.tracking.runs import PipelineRun
 
 COMPARED = ("val_loss", "test_loss", "val_bpc", "test_bpc")
 
 
-@exit_on_error
+@stage
 def main():
     p = params.load()
     use_threads(p.threads)

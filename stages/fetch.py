@@ -2,12 +2,12 @@
 
 from charrnn import params
 from charrnn.data import corpus
-from charrnn.errors import exit_on_error
+from charrnn.dvc_exp import stage
 
 RAW_DIR = "data/raw"
 
 
-@exit_on_error
+@stage
 def main():
     p = params.load()
     corpus.fetch(corpus.resolve(p.corpus), RAW_DIR)

@@ -3,12 +3,12 @@ of the pipeline's run with the metrics of its step (best.pt's also with the test
 run's loss curves and vocabulary; the model ids go to models/logged_models.json for register."""
 
 from charrnn.atomic import write_json
-from charrnn.errors import exit_on_error
+from charrnn.dvc_exp import stage
 from charrnn.tracking.logged_models import log_checkpoints, log_run_files
 from charrnn.tracking.runs import LOGGED_MODELS, PipelineRun
 
 
-@exit_on_error
+@stage
 def main():
     with PipelineRun.reopen() as run:
         log_run_files(run, "plots/train/loss.csv", "data/prepared/vocab.json")

@@ -5,13 +5,13 @@ from pathlib import Path
 from charrnn import params
 from charrnn.data import corpus
 from charrnn.data.prepare import encode_file
-from charrnn.errors import exit_on_error
+from charrnn.dvc_exp import stage
 
 RAW_DIR = "data/raw"
 OUT_DIR = Path("data/prepared")
 
 
-@exit_on_error
+@stage
 def main():
     p = params.load()
     source = corpus.resolve(p.corpus)

@@ -7,12 +7,12 @@ import json
 from charrnn import params
 from charrnn.atomic import write_json
 from charrnn.data.vocab import Vocab
-from charrnn.errors import exit_on_error
+from charrnn.dvc_exp import stage
 from charrnn.tracking import registry
 from charrnn.tracking.runs import LOGGED_MODELS, PipelineRun, comparability, run_record
 
 
-@exit_on_error
+@stage
 def main():
     p = params.load()
     vocab = Vocab.load("data/prepared/vocab.json")

@@ -7,7 +7,8 @@ from charrnn import params
 from charrnn.atomic import atomic_path
 from charrnn.core import checkpoint
 from charrnn.core.device import pick_device, use_threads
-from charrnn.errors import CharRNNError, exit_on_error
+from charrnn.dvc_exp import stage
+from charrnn.errors import CharRNNError
 from charrnn.generation.rules import check_sampling, sampling_options
 from charrnn.generation.sample import format_samples, generate
 from charrnn.generation.steppers import generation_precision
@@ -19,7 +20,7 @@ BEST = Path("models/best.pt")
 SAMPLES_TABLE = "samples.json"  # an MLflow table: the UI shows the texts and compares them across runs
 
 
-@exit_on_error
+@stage
 def main():
     p = params.load()
     sample = p.sample

@@ -6,13 +6,13 @@ from charrnn import params
 from charrnn.atomic import save_array, write_json
 from charrnn.data.batches import load_ids
 from charrnn.data.split import split_array
-from charrnn.errors import exit_on_error
+from charrnn.dvc_exp import stage
 
 ENCODED = "data/prepared/encoded.npy"
 OUT_DIR = Path("data/split")
 
 
-@exit_on_error
+@stage
 def main():
     p = params.load()
     parts = split_array(load_ids(ENCODED), p)

@@ -13,7 +13,7 @@ from charrnn.core.device import use_threads
 from charrnn.data.batches import load_ids
 from charrnn.data.split import require_one_batch
 from charrnn.data.vocab import Vocab
-from charrnn.errors import exit_on_error
+from charrnn.dvc_exp import stage
 from charrnn.tracking.live import TrainingTracker
 from charrnn.tracking.runs import RUN_FILE
 from charrnn.training import distributed
@@ -22,7 +22,7 @@ from charrnn.training.loop import train
 VOCAB = "data/prepared/vocab.json"
 
 
-@exit_on_error
+@stage
 def main():
     p = params.load()
     use_threads(p.threads)

@@ -3,6 +3,7 @@ with the stage run in-process (stage_in_process: no seconds of imports per case)
 stages as subprocesses, as DVC does."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from helpers import ROOT
 from helpers.configs import tiny_params, write_params
-from helpers.running import assert_clean_error, charrnn, prepare, run_stage, stage_in_process
+from helpers.running import assert_clean_error, charrnn, prepare, run_stage, stage_in_process, with_python_path
 
 
 def test_unknown_corpus(tmp_path):
@@ -110,6 +111,49 @@ def test_bad_sample_options_are_refused_by_doctor_and_the_sample_stage_before_an
     assert_clean_error(
         charrnn("doctor", cwd=tmp_path), "int8 generation is implemented for LSTM models, and this one is a gru"
     )
+
+
+def test_an_input_changed_while_a_stage_runs_is_not_recorded_as_used(tmp_path):
+    """Under DVC (DVC_STAGE set) a stage whose declared params or deps changed while it ran ends with one
+    error line: DVC records the inputs as they are when the stage ends, and would pair the new ones with
+    outputs of the old (dvc.lock said 48, best.pt was 32). The change is made as the stage writes its first
+    output (tests/replace_at_save)."""
+    shutil.copy(ROOT / "dvc.yaml", tmp_path)
+    (tmp_path / "mine.txt").write_text("abcdefghij " * 500)
+    prepare(tmp_path, corpus="mine.txt", batch_size=4, num_steps=10)
+    (tmp_path / "edited").mkdir(), (tmp_path / "unrelated").mkdir()
+    edited = write_params(tmp_path / "edited", corpus="mine.txt", batch_size=8, num_steps=10)
+    unrelated = write_params(tmp_path / "unrelated", corpus="mine.txt", batch_size=4, num_steps=10, epochs=7)
+    other_text = tmp_path / "other.txt"
+    other_text.write_text("zyxwvutsrq " * 500)
+    cases = [
+        ("split", edited, tmp_path / "params.yaml", "params.yaml's batch_size changed while stage split ran"),
+        (
+            "prepare",
+            other_text,
+            tmp_path / "data" / "raw" / "mine.txt",
+            "data/raw/mine.txt changed while stage prepare ran",
+        ),
+    ]
+    for stage, replacement, target, message in cases:
+        kept = target.read_bytes()
+        env = {
+            **with_python_path({}, ROOT / "tests" / "replace_at_save"),
+            "DVC_STAGE": stage,
+            "CHARRNN_TEST_REPLACE": str(target),
+            "CHARRNN_TEST_REPLACE_WITH": str(replacement),
+        }
+        result = run_stage(stage, tmp_path, env=env)
+        assert_clean_error(result, message, "is not recorded as done; run dvc repro again")
+        target.write_bytes(kept)
+    # a param the stage does not declare (epochs, train's) may change while split runs
+    env = {
+        **with_python_path({}, ROOT / "tests" / "replace_at_save"),
+        "DVC_STAGE": "split",
+        "CHARRNN_TEST_REPLACE": str(tmp_path / "params.yaml"),
+        "CHARRNN_TEST_REPLACE_WITH": str(unrelated),
+    }
+    assert run_stage("split", tmp_path, env=env).returncode == 0
 
 
 def test_cli_fetch_reports_errors(tmp_path):

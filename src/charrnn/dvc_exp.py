@@ -1,14 +1,20 @@
-"""What DVC's experiments do underneath a stage, and how charrnn adapts to it: the queue's workers share
-the CPUs (core.device.auto_threads counts them), and `dvc exp run -S` leaves a refused value in
-params.yaml (params.load puts the baseline's back). Nothing else in the package knows DVC's internals."""
+"""What DVC does underneath a stage, and how charrnn adapts to it: the queue's workers share the CPUs
+(core.device.auto_threads counts them), `dvc exp run -S` leaves a refused value in params.yaml
+(params.load puts the baseline's back), and DVC records a stage's inputs as they are when it ends
+(a stage's entry point, `stage`, refuses to end when its inputs changed while it ran). Nothing else in the
+package knows DVC's internals."""
 
+import functools
 import hashlib
 import os
 import re
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from charrnn.atomic import atomic_path
+from charrnn.errors import CharRNNError, exit_on_error
 
 
 def project_jobs(root):
@@ -81,3 +87,59 @@ def _key_lines(lines):
         elif section:
             found[f"{section}.{key}"] = index
     return found
+
+
+def stage(main):
+    """A stage script's entry point: exit_on_error's one-line errors, and under `dvc repro` (DVC_STAGE set)
+    an error when the stage's inputs changed while it ran (params.yaml edited, a data file replaced).
+    DVC records a stage's inputs as they are when it ends, and would pair the new ones with outputs made
+    from the old: dvc.lock said lstm_size 48 of a best.pt of 32, and `dvc status` up to date."""
+
+    @exit_on_error
+    @functools.wraps(main)
+    def checked(*args, **kwargs):
+        name = os.environ.get("DVC_STAGE")
+        if not name or not Path("dvc.yaml").is_file():
+            return main(*args, **kwargs)
+        before = stage_inputs(name)
+        result = main(*args, **kwargs)
+        changed = changed_inputs(before, stage_inputs(name))
+        if changed:
+            raise CharRNNError(
+                f"{changed} changed while stage {name} ran: its outputs are of the inputs it started with, so it "
+                "is not recorded as done; run dvc repro again"
+            )
+        return result
+
+    return checked
+
+
+def stage_inputs(stage):
+    """The inputs of the DVC stage `stage` (DVC_STAGE, e.g. `train` or `dvc.yaml:train`) as they are now:
+    {param: value} of the params it declares, and {file: (size, mtime)} of every file its deps name.
+    DVC hashes them once the stage has ended and records that in dvc.lock, as if the stage had used
+    them: compared with the same at the start, they show an edit made while it ran."""
+    spec = yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8"))["stages"][stage.rpartition(":")[2]]
+    values = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8")) or {}
+    declared = {name: _dotted(values, name) for name in spec.get("params") or [] if isinstance(name, str)}
+    files = {}
+    for dep in spec.get("deps") or []:
+        for path in sorted(Path(dep).rglob("*")) if Path(dep).is_dir() else [Path(dep)]:
+            if path.is_file() and "__pycache__" not in path.parts:
+                stat = path.stat()
+                files[str(path)] = (stat.st_size, stat.st_mtime_ns)
+    return declared, files
+
+
+def changed_inputs(before, after):
+    """What differs between two stage_inputs(), in words ('' when nothing does)."""
+    (params, files), (params_after, files_after) = before, after
+    names = [f"params.yaml's {name}" for name in params if params[name] != params_after.get(name)]
+    names += [name for name in sorted(files.keys() | files_after.keys()) if files.get(name) != files_after.get(name)]
+    return ", ".join(names)
+
+
+def _dotted(values, name):
+    for key in name.split("."):
+        values = values.get(key) if isinstance(values, dict) else None
+    return values
