@@ -27,7 +27,7 @@ from charrnn.tracking.runs import PipelineRun
 from helpers.configs import PIPELINE, write_params
 from helpers.projects import clone_project, git, make_project
 from helpers.running import charrnn
-from helpers.servers import free_port, post_json, wait_for
+from helpers.servers import champion_served, free_port, post_json, wait_for
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -170,26 +170,7 @@ def test_a_teammate_pulls_a_trained_model_and_the_server_shows_its_run(team_serv
     )
     assert compared.returncode == 0 and compared.stdout.count("Far") >= 2, compared.stderr
     port = free_port()
-    served = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            "models:/charrnn-hamlet@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=b.root,
-        env={**b.env, "MLFLOW_TRACKING_URI": team_server.url},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    served = champion_served(port, b.root, {**b.env, "MLFLOW_TRACKING_URI": team_server.url})
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", served)
         status, body = post_json(

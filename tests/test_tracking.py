@@ -23,7 +23,7 @@ from charrnn.tracking.runs import PipelineRun
 
 from helpers.configs import PIPELINE, write_params
 from helpers.running import assert_clean_error, charrnn, interrupting, prepare, run_stage
-from helpers.servers import free_port, post_json, wait_for
+from helpers.servers import champion_served, free_port, post_json, serving, wait_for
 
 
 def test_one_run_spans_the_stages(built):
@@ -86,14 +86,7 @@ def test_queued_experiments_ran_two_at_a_time_into_the_one_store(built, monkeypa
 
 def test_ui_serves_the_store_and_links_to_the_training_view(built, tmp_path):
     port = free_port()
-    ui = subprocess.Popen(
-        [str(Path(sys.executable).parent / "charrnn"), "ui", "--port", str(port)],
-        cwd=built.root,
-        env=built.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    ui = serving("charrnn", "ui", "--port", str(port), cwd=built.root, env=built.env)
     try:
         printed = []
         for line in ui.stdout:
@@ -162,14 +155,7 @@ def test_ui_on_a_store_that_does_not_answer_says_so_before_it_starts_a_server(tm
 
 def test_ui_on_another_host_warns_what_it_opens_and_prints_links_that_open(built):
     port = free_port()
-    ui = subprocess.Popen(
-        [str(Path(sys.executable).parent / "charrnn"), "ui", "--host", "0.0.0.0", "--port", str(port)],
-        cwd=built.root,
-        env=built.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    ui = serving("charrnn", "ui", "--host", "0.0.0.0", "--port", str(port), cwd=built.root, env=built.env)
     try:
         printed = []
         for line in ui.stdout:  # up to the line with the UI's address (or the end, if it fails)
@@ -217,25 +203,8 @@ def test_champion_loads_in_a_fresh_process_and_samples(built):
 
 def test_served_champion_answers_over_http(built):
     port = free_port()
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "mlflow"),
-            "models",
-            "serve",
-            "-m",
-            "models:/charrnn-hamlet@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
-        cwd=built.root,
-        env={**built.env, "MLFLOW_TRACKING_URI": f"sqlite:///{built.root}/mlruns/mlflow.db"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    server = champion_served(
+        port, built.root, {**built.env, "MLFLOW_TRACKING_URI": f"sqlite:///{built.root}/mlruns/mlflow.db"}
     )
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", server)

@@ -1,10 +1,14 @@
-"""Servers on 127.0.0.1: a free port, waiting for one to answer, a JSON request."""
+"""Servers on 127.0.0.1: a free port, a charrnn or MLflow command serving there, waiting for one to answer,
+a JSON request."""
 
 import json
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 
 def free_port():
@@ -33,3 +37,35 @@ def post_json(url, payload):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
+
+
+def serving(command, *args, cwd, env):
+    """The venv's `command` (charrnn, mlflow) with `args` started in `cwd`, its output and errors in one
+    pipe: stop it with terminate()."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / command), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def champion_served(port, cwd, env):
+    """`mlflow models serve` of the champion on 127.0.0.1:`port`, as README's Serving runs it."""
+    return serving(
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        "models:/charrnn-hamlet@champion",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        cwd=cwd,
+        env=env,
+    )
