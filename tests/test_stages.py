@@ -2,6 +2,7 @@
 with the stage run in-process (stage_in_process: no seconds of imports per case); prepare() runs the data
 stages as subprocesses, as DVC does."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -45,6 +46,17 @@ def test_own_text_file_end_to_end(tmp_path):
     split = tmp_path / "data" / "split"
     sizes = [len(np.load(split / f"{name}.npy")) for name in ("train", "val", "test")]
     assert sum(sizes) == 400 * 41 and sizes[0] == int(0.9 * 400 * 41)  # CRLF read as one newline
+
+
+def test_a_byte_order_mark_is_not_a_character_and_fetch_says_what_it_copied(tmp_path):
+    (tmp_path / "bom.txt").write_text("\ufeff" + "to be or not to be\n" * 400, encoding="utf-8")
+    fetched = charrnn("fetch", "bom.txt", "--dest", "data/raw", cwd=tmp_path)
+    assert fetched.returncode == 0 and fetched.stdout == f"data/raw/bom.txt: copied from bom.txt (UTF-8 checked)\n", (
+        fetched
+    )
+    prepare(tmp_path, corpus="bom.txt", batch_size=4, num_steps=10)
+    vocab = json.loads((tmp_path / "data" / "prepared" / "vocab.json").read_text())
+    assert "\ufeff" not in vocab["chars"] and len(np.load(tmp_path / "data" / "prepared" / "encoded.npy")) == 400 * 19
 
 
 def test_undecodable_own_file(tmp_path):

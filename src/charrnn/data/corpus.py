@@ -116,6 +116,7 @@ def fetch(corpus, raw_dir, mirror=None):
         check_utf8(corpus.source)
         _make_folder(raw_dir)
         _copy(corpus.source, dest)
+        print(f"{dest}: copied from {corpus.source} (UTF-8 checked)")
         return dest, sha256_of(dest)
 
     if dest.is_file() and sha256_of(dest) == corpus.sha256:
@@ -190,12 +191,13 @@ def check_utf8(path):
 
 
 def read_chunks(path, start=0, end=None, chunk_chars=1 << 24):
-    """Yield the text of `path` in chunks, with universal newlines, characters `start` to `end` (None: all)."""
+    """Yield the text of `path` in chunks, with universal newlines, characters `start` to `end` (None: all);
+    a byte-order mark at its start is not text (utf-8-sig drops it), so it never becomes a character."""
     if not Path(path).is_file():
         raise CharRNNError(f"{path} not found (run `dvc repro fetch` first)")
     remaining = float("inf") if end is None else end - start
     try:
-        with open(path, encoding="utf-8", newline=None) as f:
+        with open(path, encoding="utf-8-sig", newline=None) as f:
             if start:
                 f.read(start)
             while remaining > 0:
