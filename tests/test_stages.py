@@ -51,7 +51,7 @@ def test_own_text_file_end_to_end(tmp_path):
 def test_a_byte_order_mark_is_not_a_character_and_fetch_says_what_it_copied(tmp_path):
     (tmp_path / "bom.txt").write_text("\ufeff" + "to be or not to be\n" * 400, encoding="utf-8")
     fetched = charrnn("fetch", "bom.txt", "--dest", "data/raw", cwd=tmp_path)
-    assert fetched.returncode == 0 and fetched.stdout == f"data/raw/bom.txt: copied from bom.txt (UTF-8 checked)\n", (
+    assert fetched.returncode == 0 and fetched.stdout == "data/raw/bom.txt: copied from bom.txt (UTF-8 checked)\n", (
         fetched
     )
     prepare(tmp_path, corpus="bom.txt", batch_size=4, num_steps=10)
