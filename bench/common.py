@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # `import peer` from any working
 sys.path.insert(1, str(Path(__file__).parent.parent / "tests"))  # the tests' helpers: an interrupted training
 
 from charrnn.core.device import has_bf16_kernels  # noqa: E402
+from charrnn.core.model import CharRNN  # noqa: E402
 from charrnn.data import corpus  # noqa: E402
 from charrnn.data.batches import load_ids  # noqa: E402
 from charrnn.data.prepare import encode_file  # noqa: E402
@@ -27,6 +28,13 @@ from charrnn.data.vocab import Vocab  # noqa: E402
 
 DATA_DIR = Path(__file__).parent / ".data"
 PARAMS_FILE = Path(__file__).parent.parent / "params.yaml"  # the project's defaults
+
+
+def model_of(vocab_size, config):
+    """The CharRNN a bench's settings (a dict with params.yaml's names) describe."""
+    return CharRNN(
+        vocab_size, **{key: config[key] for key in ("cell", "lstm_size", "num_layers", "dropout", "embedding_size")}
+    )
 
 
 def at_least(kind, low, strict=False):

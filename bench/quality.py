@@ -22,12 +22,11 @@ import time
 import peer
 import torch
 import yaml
-from common import at_least, corpus_ids, device_sync, limits, machine, model_cost
+from common import at_least, corpus_ids, device_sync, limits, machine, model_cost, model_of
 
 from charrnn import params
 from charrnn.core.device import pick_device, precision_context, resolve_precision
 from charrnn.core.evaluate import evaluate
-from charrnn.core.model import CharRNN
 from charrnn.data.batches import windows
 from charrnn.data.split import split_bounds
 from charrnn.errors import CharRNNError, exit_on_error
@@ -153,7 +152,7 @@ def main():
     print(f"limits: {limit}")
     print(f"tiny-shakespeare: {len(train_ids):,} train / {len(val_ids):,} val characters; budget {args.budget:g} s")
     torch.manual_seed(0)
-    model = CharRNN.from_params(len(vocab), config).to(device)
+    model = model_of(len(vocab), config).to(device)
     autocast = precision_context(device, config["precision"])
     steps, seconds = train_for(model, config, train_ids, args.budget, device, autocast)
     val = evaluate(model, val_ids, device)

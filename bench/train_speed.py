@@ -22,12 +22,12 @@ from pathlib import Path
 
 import peer
 import torch
-from common import PARAMS_FILE, at_least, corpus_ids, device_sync, limits, machine, model_cost, timed
+from common import PARAMS_FILE, at_least, corpus_ids, device_sync, limits, machine, model_cost, model_of, timed
 
 from charrnn import params
 from charrnn.core.device import has_bf16_kernels, pick_device, precision_context, resolve_precision
 from charrnn.core.evaluate import evaluate
-from charrnn.core.model import CharRNN, shape
+from charrnn.core.model import shape
 from charrnn.data.batches import windows
 from charrnn.errors import exit_on_error
 from charrnn.training.loop import train_step
@@ -48,7 +48,7 @@ REFERENCE = dict(
 def charrnn_steps(vocab, ids, config, device, precision, steps):
     """charrnn's training step, `steps` times, at a constant learning rate; yields the model after each."""
     torch.manual_seed(0)
-    model = CharRNN.from_params(len(vocab), config).to(device)
+    model = model_of(len(vocab), config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
     autocast = precision_context(device, precision)
     hidden = None

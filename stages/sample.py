@@ -39,7 +39,7 @@ def main():
     heartbeat = Heartbeat("sample", len(steps) * sample.length, "char")  # a stream's characters
     with PipelineRun.reopen() as run:
         for source in sorted(steps, key=lambda path: (path == BEST, steps[path])):  # best.pt last
-            model, _ = checkpoint.load_model(source)
+            model = best_model if source == BEST else checkpoint.load_model(source)[0]
             texts = generate(model, vocab, **options, precision=precision, on_step=lambda ids: heartbeat.update())
             target = OUT_DIR / f"{source.stem}.txt"
             with atomic_path(target) as tmp:

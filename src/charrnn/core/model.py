@@ -42,8 +42,8 @@ class CharRNN(nn.Module):
 
     @classmethod
     def from_params(cls, vocab_size, p):
-        """The model that params describe (params.Params, or any object with the same attributes)."""
-        return cls(vocab_size, p.cell, p.lstm_size, p.num_layers, p.dropout, p.embedding_size)
+        """The model that params (params.Params) describe."""
+        return cls(vocab_size, **p.model_config())
 
     def forward(self, ids, state=None):
         """ids (batch, steps) → logits (batch, steps, vocab), new state."""
