@@ -24,6 +24,7 @@ from charrnn.core.protocol import PROTOCOL_ID
 from charrnn.tracking.registry import CHAMPION, promote, register
 from charrnn.tracking.runs import PipelineRun
 
+from helpers import ROOT
 from helpers.configs import PIPELINE, write_params
 from helpers.projects import clone_project, git, make_project
 from helpers.running import charrnn
@@ -266,3 +267,38 @@ def test_two_registers_at_once_leave_champion_on_the_lowest_val_loss(team_server
 
 def champion_loss(client, name):
     return float(client.get_model_version_by_alias(name, CHAMPION).tags["val_loss"])
+
+
+def test_a_corrupted_object_in_the_dvc_remote_is_refused_by_pull(tmp_path):
+    """Bit rot in the remote: an object whose bytes no longer match its md5, still read-only as DVC left
+    it. The project's remote verifies what it downloads (.dvc/config: verify), so a teammate's pull fails
+    and leaves neither the file nor the bad object in the clone's cache (unverified, it was fetched and
+    checked out silently, and `dvc status` called the clone up to date)."""
+
+    def dvc(folder, *args):
+        return subprocess.run([BIN / "dvc", *args], cwd=folder, capture_output=True, text=True)
+
+    a = tmp_path / "a"
+    subprocess.run(["git", "init", "-q", str(a)], check=True)
+    dvc(a, "init", "-q")
+    shutil.copyfile(ROOT / ".dvc/config", a / ".dvc/config")  # the project's remote: ../charrnn-storage
+    (a / "best.pt").write_bytes(random.Random(0).randbytes(100_000))
+    assert dvc(a, "add", "-q", "best.pt").returncode == 0
+    git(SimpleNamespace(root=a, env=None), "add", "-A")
+    git(SimpleNamespace(root=a, env=None), "commit", "-qm", "a model")
+    assert dvc(a, "push", "-q").returncode == 0
+
+    [stored] = [path for path in (tmp_path / "charrnn-storage").rglob("*") if path.is_file()]
+    stored.chmod(0o644)
+    with stored.open("r+b") as file:
+        file.seek(50_000)
+        file.write(b"\xde\xad\xbe\xef")
+    stored.chmod(0o444)
+
+    b = tmp_path / "b"
+    subprocess.run(["git", "clone", "-q", str(a), str(b)], check=True)
+    pulled = dvc(b, "pull")
+    assert pulled.returncode != 0, pulled.stdout + pulled.stderr
+    assert "best.pt" in pulled.stderr
+    assert not (b / "best.pt").exists()
+    assert not [path for path in (b / ".dvc/cache").rglob("*") if path.is_file()]
