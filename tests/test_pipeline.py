@@ -109,21 +109,28 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     assert not plots.get("errors") and plots["data"]["plots/train/loss.csv"], plots
 
 
-def test_a_value_dvc_exp_run_s_wrote_and_a_stage_refused_does_not_stay_in_params_yaml(project):
-    before = (project.root / "params.yaml").read_text()  # as committed: the experiment's baseline
-    refused = project("exp", "run", "-S", "lstm_size=abc", "-S", "sample.length=-3", check=False)
-    [line] = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
-    assert refused.returncode != 0 and "Traceback" not in refused.stderr
-    assert "lstm_size must be an integer >= 1 (got 'abc')" in line
-    assert (
-        "params.yaml has lstm_size, sample.length back as in the experiment's baseline (dvc exp run -S had set it)"
-        in line
-    )
-    after = (project.root / "params.yaml").read_text()
-    assert yaml.safe_load(after) == yaml.safe_load(before)  # the values (DVC's rewrite may requote others)
-    for key in ("lstm_size:", "  length:"):  # the refused lines as committed, comments and all
-        [kept] = [text for text in before.splitlines() if text.startswith(key)]
-        assert kept in after.splitlines()
+def test_a_refused_dvc_exp_run_s_loses_nothing_the_user_wrote(project):
+    """charrnn never rewrites params.yaml: after a refused `dvc exp run -S` the file holds what the user
+    wrote, the uncommitted edits and the -S values as DVC left them, whichever rule refused (a param's
+    own, or a cross-field one). The baseline commit's value used to be put back over an uncommitted edit
+    of the refused param, while a value refused by a cross-field rule stayed."""
+    params_file = project.root / "params.yaml"
+    edited = params_file.read_text().replace("\nepochs: 2", "\nepochs: 3  # mine, not committed")
+    edited = edited.replace("\nlstm_size: 384", "\nlstm_size: 48  # mine, not committed")
+    params_file.write_text(edited)
+    for settings, refusal in (
+        (["lstm_size=abc"], "lstm_size must be an integer >= 1 (got 'abc')"),
+        (["min_lr=0.5", "lstm_size=64"], "min_lr (0.5) must not exceed learning_rate"),
+    ):
+        refused = project("exp", "run", *[arg for pair in settings for arg in ("-S", pair)], check=False)
+        [line] = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+        assert refused.returncode != 0 and "Traceback" not in refused.stderr
+        assert refusal in line and "params.yaml holds this experiment's values" in line, line
+        after = params_file.read_text()
+        written = {key: yaml.safe_load(value) for key, _, value in (pair.partition("=") for pair in settings)}
+        assert yaml.safe_load(after) == {**yaml.safe_load(edited), **written}
+        assert "epochs: 3  # mine, not committed" in after
+        edited = after
 
 
 def test_kill_9_during_training_then_repro_resumes_and_completes(project):

@@ -442,10 +442,42 @@ def test_a_run_left_running_by_a_killed_stage_never_stays_running(tmp_path, monk
         tracker = TrainingTracker(tiny_params(seed=len(started)), vocab)
         started[len(started)] = tracker.start(None)
         tracker.training_done()
-    tracker.run.__exit__(None, None, None)  # the new one finishes
+    tracker.run.end_training()  # the new one finishes
     assert [client.get_run(started[n]).info.status for n in range(3)] == ["KILLED", "RUNNING", "FINISHED"]
     PipelineRun.reopen(started[2]).log_metrics({"val_loss": 1.5})  # and the evaluate stage is killed
     assert client.get_run(started[2]).info.status == "FINISHED"
+
+
+def test_a_stage_after_training_that_fails_leaves_the_trainings_status_and_names_itself(tmp_path, monkeypatch):
+    """An experiment that changes only `sample:` reruns the sample stage on the baseline's run: its
+    failure (a top_k above the vocabulary) marked the baseline's finished run FAILED. The run's status is
+    its training's; the failed stage is a tag until that stage succeeds."""
+    from charrnn.tracking.live import TrainingTracker
+
+    from helpers.configs import tiny_corpus, tiny_params
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    tracker = TrainingTracker(tiny_params(), tiny_corpus()[2])
+    run_id = tracker.start(None)
+    tracker.training_done()
+    tracker.run.end_training()
+    monkeypatch.setenv("DVC_STAGE", "sample")
+    with pytest.raises(CharRNNError, match="top_k"):
+        with PipelineRun.reopen(run_id):
+            raise CharRNNError("top_k must be between 1 and the vocabulary size 40")
+    run = client.get_run(run_id)
+    assert (run.info.status, run.data.tags.get("failed_stage")) == ("FINISHED", "sample")
+    monkeypatch.setenv("DVC_STAGE", "evaluate")
+    with PipelineRun.reopen(run_id):  # another stage's success says nothing of the sample stage
+        pass
+    assert client.get_run(run_id).data.tags.get("failed_stage") == "sample"
+    monkeypatch.setenv("DVC_STAGE", "sample")
+    with PipelineRun.reopen(run_id):
+        pass
+    run = client.get_run(run_id)
+    assert (run.info.status, run.data.tags.get("failed_stage")) == ("FINISHED", None)
 
 
 def test_a_corpus_name_that_mlflow_refuses_in_model_names_is_logged_and_registered(tmp_path, monkeypatch):

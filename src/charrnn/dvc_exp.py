@@ -1,27 +1,29 @@
 """What DVC does underneath a stage, and how charrnn adapts to it: the queue's workers share the CPUs
-(core.device.auto_threads counts them), `dvc exp run -S` leaves a refused value in params.yaml
-(params.load puts the baseline's back), and DVC records a stage's inputs as they are when it ends
-(a stage's entry point, `stage`, refuses to end when its inputs changed while it ran). Nothing else in the
+(core.device.auto_threads counts them), `dvc exp run -S` writes its values into params.yaml and leaves
+them there, also when a stage refuses one (charrnn never rewrites params.yaml: an error under a workspace
+experiment says where the values are), and DVC records a stage's inputs as they are when it ends (a
+stage's entry point, `stage`, refuses to end when its inputs changed while it ran). Nothing else in the
 package knows DVC's internals."""
 
 import functools
 import hashlib
 import os
-import re
-import subprocess
 from pathlib import Path
 
 import yaml
 
-from charrnn.atomic import atomic_path
 from charrnn.errors import CharRNNError, exit_on_error
 
 
 def project_jobs(root):
     """The jobs of the project in `root` computing at once: its DVC queue's workers, and this process
     unless it is one of theirs (a `dvc repro` beside the queue counts as one more job)."""
-    in_queue = Path.cwd().resolve().is_relative_to(Path(root) / ".dvc" / "tmp" / "exps")  # DVC's copy of a queued run
-    return max(1, queue_workers(root) + (0 if in_queue else 1))
+    return max(1, queue_workers(root) + (0 if in_queued_copy() else 1))
+
+
+def in_queued_copy():
+    """True in DVC's copy of a queued experiment (.dvc/tmp/exps/<tmp>), which DVC throws away after it."""
+    return "/.dvc/tmp/exps/" in Path.cwd().resolve().as_posix() + "/"
 
 
 def queue_workers(root):
@@ -41,54 +43,6 @@ def queue_workers(root):
     return count
 
 
-def restore_refused_values(path, names):
-    """Under `dvc exp run` in the workspace DVC writes the -S values into params.yaml before the stages
-    run, and leaves them there when one fails: put the lines of the refused params `names` back as the
-    experiment's baseline commit has them (comment and all), so that a refused value never stays.
-    Returns the names put back ([] outside a workspace experiment)."""
-    root, baseline = os.environ.get("DVC_ROOT"), os.environ.get("DVC_EXP_BASELINE_REV")
-    if (
-        not (root and baseline and os.environ.get("DVC_EXP_NAME"))
-        or path.resolve() != Path(root, "params.yaml").resolve()
-    ):
-        return []  # not a workspace experiment (a queued one runs in a copy DVC throws away)
-    try:
-        shown = subprocess.run(["git", "show", f"{baseline}:params.yaml"], cwd=root, capture_output=True, text=True)
-    except OSError:  # no git here
-        return []
-    if shown.returncode != 0:
-        return []
-    base_lines, lines = (
-        shown.stdout.splitlines(keepends=True),
-        path.read_text(encoding="utf-8").splitlines(keepends=True),
-    )
-    base_at, at = _key_lines(base_lines), _key_lines(lines)
-    undone = [name for name in names if name in at and name in base_at]
-    for name in undone:
-        lines[at[name]] = base_lines[base_at[name]]
-    if undone:
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(lines), encoding="utf-8")
-    return undone
-
-
-def _key_lines(lines):
-    """{param name: line index} of the `key: value` lines of a params file (a section's keys as
-    section.key, one level deep as params.yaml nests them)."""
-    found, section = {}, None
-    for index, line in enumerate(lines):
-        match = re.match(r"^( *)([A-Za-z_]\w*)\s*:(.*)$", line.rstrip("\n"))
-        if match is None:
-            continue
-        indent, key, rest = match.groups()
-        if not indent:
-            section = key if rest.split("#")[0].strip() == "" else None
-            found[key] = index
-        elif section:
-            found[f"{section}.{key}"] = index
-    return found
-
-
 def stage(main):
     """A stage script's entry point: exit_on_error's one-line errors, and under `dvc repro` (DVC_STAGE set)
     an error when the stage's inputs changed while it ran (params.yaml edited, a data file replaced).
@@ -102,7 +56,12 @@ def stage(main):
         if not name or not Path("dvc.yaml").is_file():
             return main(*args, **kwargs)
         before = stage_inputs(name)
-        result = main(*args, **kwargs)
+        try:
+            result = main(*args, **kwargs)
+        except CharRNNError as err:
+            if in_workspace_experiment():
+                raise CharRNNError(f"{err} ({EXPERIMENT_VALUES})") from None
+            raise
         changed = changed_inputs(before, stage_inputs(name))
         if changed:
             raise CharRNNError(
@@ -112,6 +71,14 @@ def stage(main):
         return result
 
     return checked
+
+
+EXPERIMENT_VALUES = "params.yaml holds this experiment's values: dvc exp run -S wrote them there, and DVC leaves them"
+
+
+def in_workspace_experiment():
+    """True in a stage of `dvc exp run` in the workspace (not in the copy of a queued one)."""
+    return bool(os.environ.get("DVC_EXP_NAME")) and not in_queued_copy()
 
 
 def stage_inputs(stage):

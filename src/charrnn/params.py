@@ -14,7 +14,6 @@ from typing import Any
 
 import yaml
 
-from charrnn import dvc_exp
 from charrnn.errors import CharRNNError
 
 
@@ -219,22 +218,7 @@ def load(path="params.yaml"):
         raise CharRNNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise CharRNNError(f"{path}: expected a mapping of param names to values")
-    try:
-        return validate(_flatten(raw), source=str(path))
-    except CharRNNError as err:
-        values = _flatten(raw)
-        refused = [name for name in SCHEMA if name in values and not _valid(name, values[name])]
-        undone = dvc_exp.restore_refused_values(path, refused)
-        said = f"; params.yaml has {', '.join(undone)} back as in the experiment's baseline (dvc exp run -S had set it)"
-        raise CharRNNError(f"{err}{said if undone else ''}") from None
-
-
-def _valid(name, value):
-    try:
-        check_value(name, value)
-        return True
-    except CharRNNError:
-        return False
+    return validate(_flatten(raw), source=str(path))
 
 
 MAX_FILE_BYTES = 1_000_000

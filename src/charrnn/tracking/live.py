@@ -42,7 +42,7 @@ class TrainingTracker:
     """The tracker train() reports to: `start` opens (or, on resume, continues) the pipeline's run and
     MLflow's sampling of the system metrics; `log` adds a validation's row to the curves.
 
-    As a context manager it closes the run, if one was started, as PipelineRun does.
+    As a context manager it ends the run, if one was started, as the training ended (PipelineRun.end_training).
     """
 
     def __init__(self, p, vocab):
@@ -54,7 +54,7 @@ class TrainingTracker:
     def __exit__(self, *exc_info):
         self.training_done()
         if self.run is not None:
-            self.run.__exit__(*exc_info)
+            self.run.end_training(exc_info[0])
 
     def training_done(self):
         """Stop sampling the system metrics (once the training itself is over)."""

@@ -5,9 +5,11 @@ RUN_FILE; later stages reopen the run by id, log, and close it again. What names
 a split, and what makes two val losses comparable, is here too.
 """
 
+import contextlib
 import getpass
 import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -34,6 +36,7 @@ from charrnn.errors import CharRNNError
 from charrnn.tracking.store import connect, redacted, tracking_uri
 
 RUN_FILE = "models/mlflow_run.json"  # written by the train stage, read by the later ones
+FAILED_STAGE = "failed_stage"  # the tag naming the stage after training that failed on the run
 LOGGED_MODELS = "models/logged_models.json"  # written by the log_models stage, read by register
 # The tag by which the MLflow UI picks an experiment's view: this one opens on its Training runs.
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
@@ -96,10 +99,12 @@ def run_record(key, path=RUN_FILE):
 
 
 class PipelineRun:
-    """One stage's hold on the pipeline's MLflow run: a context manager that closes it FINISHED, or
-    FAILED on an error, or KILLED on an interrupt. The stages after training add to the run without
-    marking it RUNNING, so one killed (kill -9), whose rerun DVC may restore from its run cache
-    instead of running, leaves the run as it was rather than 'running' for good."""
+    """One stage's hold on the pipeline's MLflow run. Training ends it FINISHED, FAILED or KILLED
+    (`end_training`); a later stage, as a context manager, leaves that status as it is and on an error
+    tags the run `failed_stage` with its name until it succeeds: an experiment that changes only
+    `sample:` reruns the sample stage on the baseline's run, whose training did finish. The later stages
+    never mark the run RUNNING either, so one killed (kill -9), whose rerun DVC may restore from its run
+    cache instead of running, leaves the run as it was rather than 'running' for good."""
 
     def __init__(self, client, run_id):
         self.client, self.id = client, run_id
@@ -123,6 +128,17 @@ class PipelineRun:
         return self
 
     def __exit__(self, kind, error, traceback):
+        stage = os.environ.get("DVC_STAGE", Path(sys.argv[0]).stem).rpartition(":")[2]
+        if kind is None:
+            if self.client.get_run(self.id).data.tags.get(FAILED_STAGE) == stage:
+                self.client.delete_tag(self.id, FAILED_STAGE)
+            return
+        with contextlib.suppress(MlflowException):  # the stage's own error is the one to report
+            self.client.set_tag(self.id, FAILED_STAGE, stage)
+
+    def end_training(self, kind=None):
+        """End the run as its training ended: FINISHED, KILLED on an interrupt (`kind`, the exception's
+        type), or FAILED."""
         status = "FINISHED" if kind is None else "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED"
         self.client.set_terminated(self.id, status)
 
