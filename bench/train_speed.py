@@ -75,7 +75,7 @@ def val_loss_after(vocab, train_ids, val_ids, device, precision, steps):
 
 
 # The peer as a notebook runs it: in a process of its own, without charrnn's malloc setting
-# (charrnn/memory.py), which importing charrnn turns on.
+# (charrnn/memory.py), which importing bench/common.py turns on.
 PEER_PROCESS = """
 import sys, types
 sys.modules["charrnn.memory"] = types.SimpleNamespace(keep_freed_memory=lambda: False)

@@ -107,3 +107,37 @@ def test_the_served_model_refuses_what_the_cli_refuses_and_bounds_a_request(trai
     # top_p is honoured: a nucleus of the most likely character alone is greedy, as top_k 1 is
     nucleus = served.predict(None, pd.DataFrame({"prime": ["the"], "top_k": [None], "top_p": [1e-9], "length": [30]}))
     assert nucleus == texts[:1]
+
+
+def test_the_served_model_reads_its_columns_by_its_own_rules(trained, tmp_path):
+    """checked_rows is the columns' one schema: an unknown column is refused, the scoring server's other
+    shapes of a table (columns as a dict, records as a list) are read alike, and a request without top_k
+    gets the default at most the vocabulary's size (a 4-character corpus made every such request a 400)."""
+    from mlflow.exceptions import MlflowException
+
+    from charrnn.data.vocab import Vocab
+    from charrnn.serving.pyfunc import CharRNNModel
+    from charrnn.tracking.logged_models import example_input
+    from charrnn.training.loop import train
+
+    from helpers.configs import tiny_params
+
+    served = CharRNNModel()
+    served.load_context(SimpleNamespace(artifacts={"checkpoint": str(trained[2] / "best.pt")}))
+    with pytest.raises(MlflowException, match=re.escape("unknown column 'lenght': the columns are prime, length,")):
+        served.predict(None, pd.DataFrame({"prime": ["the"], "lenght": [5]}))
+    table = served.predict(None, pd.DataFrame({"prime": ["the"], "length": [20], "seed": [3]}))
+    assert served.predict(None, {"prime": "the", "length": 20, "seed": 3}) == table
+    assert served.predict(None, [{"prime": "the", "length": 20, "seed": 3}]) == table
+    with pytest.raises(MlflowException, match="the input is a table of prompts"):
+        served.predict(None, "the")
+
+    text = "abcd" * 1500
+    vocab = Vocab(chars=tuple("abcd"), corpus="four", sha256="0" * 64, origin="file:///four.txt")
+    ids = vocab.encode(text)
+    train(tiny_params(epochs=1, keep_checkpoints=0), ids[:5000], ids[5000:], vocab, tmp_path)
+    four = CharRNNModel()
+    four.load_context(SimpleNamespace(artifacts={"checkpoint": str(tmp_path / "best.pt")}))
+    [written] = four.predict(None, pd.DataFrame({"prime": ["ab"], "length": [30]}))
+    assert len(written) == 32 and set(written) <= set("abcd")
+    assert len(four.predict(None, example_input(list(vocab.chars)))[0]) == 103  # log_models' example: "abc"

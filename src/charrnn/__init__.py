@@ -1,10 +1,6 @@
 """charrnn: character-level recurrent language models as a reproducible pipeline."""
 
-from charrnn.memory import keep_freed_memory
-
 __version__ = "0.1.0"
-
-keep_freed_memory()  # before torch allocates anything: see memory.py
 
 
 def project_root():

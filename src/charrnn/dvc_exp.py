@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from charrnn.errors import CharRNNError, exit_on_error
+from charrnn.memory import keep_freed_memory
 
 
 def project_jobs(root):
@@ -44,7 +45,8 @@ def queue_workers(root):
 
 
 def stage(main):
-    """A stage script's entry point: exit_on_error's one-line errors, and under `dvc repro` (DVC_STAGE set)
+    """A stage script's entry point: exit_on_error's one-line errors, freed memory kept for reuse
+    (memory.py), and under `dvc repro` (DVC_STAGE set)
     an error when the stage's inputs changed while it ran (params.yaml edited, a data file replaced).
     DVC records a stage's inputs as they are when it ends, and would pair the new ones with outputs made
     from the old: dvc.lock said lstm_size 48 of a best.pt of 32, and `dvc status` up to date."""
@@ -52,6 +54,7 @@ def stage(main):
     @exit_on_error
     @functools.wraps(main)
     def checked(*args, **kwargs):
+        keep_freed_memory()  # a stage computes in bulk and ends: see memory.py
         name = os.environ.get("DVC_STAGE")
         if not name or not Path("dvc.yaml").is_file():
             return main(*args, **kwargs)

@@ -5,8 +5,11 @@ unmaps it when freed; the next training step asks for the same activation and gr
 and the kernel faults them back in page by page. For the default 2x512 bf16 training on a 2-core
 Xeon that was 58,000 minor page faults and 16 % system time per step; with large blocks taken from
 the heap and the heap never trimmed, 900 faults and 0.5 %, 26 % more chars/s, the same losses (the
-arithmetic is untouched), at the cost of keeping the peak in use (bench/README.md). Every charrnn
-process sets this on import (charrnn/__init__.py): the stages, the `charrnn` command, a served model.
+arithmetic is untouched), at the cost of keeping the peak in use (bench/README.md). So the processes
+that compute in bulk and end set it: the stages (dvc_exp.stage), `charrnn doctor` (its burst of
+training is timed as the train stage runs) and the benches. Servers do not (`charrnn serve`, `play`,
+`ui`, a model under `mlflow models serve`): they run for days, and a 400 MB request body kept 1.66 GB
+in use after it was answered.
 """
 
 import ctypes

@@ -11,6 +11,7 @@ from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError, exit_on_error
 from charrnn.generation.rules import usable_prime
 from charrnn.generation.sample import format_samples, generate
+from charrnn.memory import keep_freed_memory
 from charrnn.params import GENERATION_PRECISIONS, SCHEMA
 
 # charrnn.tracking imports MLflow (seconds); the commands that need it import it when they run.
@@ -99,9 +100,21 @@ def _play(args):
     play(args.host, args.port, pick_device(args.device))
 
 
+def _serve(args):
+    from charrnn.commands.serve import serve
+    from charrnn.tracking import registry
+
+    use_threads(args.threads)
+    if args.model is None:
+        name = registry.model_name(corpus.resolve(params.load(args.params).corpus).name)
+        args.model = f"models:/{name}@champion"
+    serve(args.model, args.host, args.port)
+
+
 def _doctor(args):
     from charrnn.commands.doctor import doctor
 
+    keep_freed_memory()  # its training burst timed as the train stage runs: see memory.py
     p = params.with_overrides(params.load(args.params), args.set)
     doctor(p, use_threads(p.threads))
 
@@ -299,6 +312,26 @@ def build_parser():
     page.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     _threads_argument(page)
     page.set_defaults(run=_play)
+
+    served = commands.add_parser(
+        "serve",
+        help="serve a registered model (the champion by default) over HTTP, as MLflow's scoring server",
+        description="Serves a model of the registry on this machine (http://127.0.0.1:5001/invocations by "
+        "default; /ping answers when it is up) with MLflow's scoring server: the same requests as "
+        "`mlflow models serve`, behind charrnn's bounds (a request body of at most 8 MiB, JSON nested too "
+        "deeply refused as 400) and without stack traces in its answers. Uses MLFLOW_TRACKING_URI, else "
+        "mlruns/mlflow.db. Runs until Ctrl-C.",
+    )
+    served.add_argument("--model", help="a model URI (default: models:/charrnn-<params.yaml's corpus>@champion)")
+    served.add_argument("--port", type=_port, default=5001, help="(default: %(default)s)")
+    served.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to serve on (default: %(default)s, this machine only; any other prints a warning)",
+    )
+    served.add_argument("--params", default="params.yaml", help="(default: %(default)s)")
+    _threads_argument(served)
+    served.set_defaults(run=_serve)
 
     doctor = commands.add_parser(
         "doctor",

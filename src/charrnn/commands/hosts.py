@@ -1,9 +1,12 @@
-"""The address a server of charrnn's binds (`charrnn ui`, `charrnn play`): this machine alone unless the
-user passes another --host, which is then served with a warning that says what it opens, and a link
-that opens."""
+"""The address a server of charrnn's binds (`charrnn ui`, `charrnn play`, `charrnn serve`): this machine
+alone unless the user passes another --host, which is then served with a warning that says what it
+opens, and a link that opens."""
 
 import ipaddress
+import socket
 import sys
+
+from charrnn.errors import CharRNNError
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -33,3 +36,26 @@ def warn_if_exposed(host, port, what, served):
             file=sys.stderr,
             flush=True,
         )
+
+
+def listen(host, port, served):
+    """A socket bound to host:port (port 0: any free one), or a one-line error naming `served` (e.g.
+    "the page") when it cannot be."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except (OSError, OverflowError) as err:
+        listener.close()
+        raise CharRNNError(
+            f"cannot serve {served} on {host}:{port} ({getattr(err, 'strerror', None) or err}): "
+            "pass another --port or --host"
+        ) from None
+    return listener
+
+
+def allowed_hosts(host):
+    """The Host headers a server on `host` answers: on loopback the names a browser here sends (an IPv6
+    address in brackets), so that another site's page cannot reach it through a name of its own (DNS
+    rebinding); any, where the user opened it up."""
+    return [*LOOPBACK_NAMES, "[::1]", host, f"[{host}]"] if is_loopback(host) else ["*"]

@@ -32,6 +32,7 @@ from charrnn.errors import CharRNNError
 from charrnn.generation.sample import writing
 from charrnn.params import GENERATION_PRECISIONS, SCHEMA, check_value
 from charrnn.play.catalogue import Catalogue
+from charrnn.servers import TooLarge, bounded_body
 from charrnn.serving.request_rules import MAX_LENGTH, MAX_PRIME, MAX_TOTAL_LENGTH, OPTIONS, check_bounds, checked_option
 from charrnn.serving.turns import Stopped, Turns
 
@@ -104,10 +105,6 @@ def create_app(root, device="cpu", allowed_hosts=("127.0.0.1", "localhost")):
     return Starlette(routes=routes, middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
 
 
-class TooLarge(CharRNNError):
-    """A request body over MAX_BODY: HTTP 413."""
-
-
 async def _answer(work):
     """`work()`'s result as JSON (in a thread: MLflow's calls block), or its CharRNNError as a 400."""
     try:
@@ -118,14 +115,7 @@ async def _answer(work):
 
 async def _json_body(request):
     """The request's JSON object, read up to MAX_BODY bytes (more is refused, not read)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY:
-        raise TooLarge(f"the request body is over {MAX_BODY:,} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise TooLarge(f"the request body is over {MAX_BODY:,} bytes")
+    body = await bounded_body(request.headers.get("content-length", ""), request.stream(), MAX_BODY)
     try:
         asked = json.loads(body)
     except (ValueError, RecursionError):
@@ -179,6 +169,8 @@ class Job:
                     f"{ids[0]} learned '{loaded[0][1].corpus}' and {model_id} '{vocab.corpus}': "
                     "models of different corpora are not compared"
                 )
+        if "top_k" not in asked:  # the default, at most the vocabulary's size
+            options["top_k"] = min(options["top_k"], len(loaded[0][1]))
         self.streams = []
         for _model_id, (model, vocab, facts) in zip(ids, loaded):
             prime, used, steps = writing(

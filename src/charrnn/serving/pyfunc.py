@@ -28,7 +28,11 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
     `top_p`, `seed`) in, one generated text per row out; the param `precision` (as sample.precision, default
     auto) is the generation steps' precision. Each value must be what params.yaml's `sample.*` accepts
     (the same rules as the CLI's flags); a column given must have a value in every row (null is off
-    for top_k alone); a request stays within request_rules' bounds."""
+    for top_k alone); another column is refused; a request stays within request_rules' bounds.
+
+    These rules are the one schema of the columns: the signature declares none (SIGNATURE), since
+    MLflow enforcing one converted and dropped values before predict saw them (a length of 2.5 became
+    2, true became 1, an unknown column vanished, a null top_k was refused)."""
 
     def load_context(self, context):
         self.model, self.vocab = checkpoint.load_model(context.artifacts["checkpoint"])
@@ -40,7 +44,7 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
         failure is a 500 whose body names no code or path (the traceback goes to the server's log)."""
         precision = str((params or {}).get("precision") or DEFAULT_PRECISION)
         try:
-            rows = checked_rows(model_input)
+            rows = checked_rows(model_input, len(self.vocab))
             with self.turns.request(sum(len(row["prime"]) + row["length"] for row in rows)) as request:
                 return [
                     generate(
@@ -68,15 +72,23 @@ class CharRNNModel(mlflow.pyfunc.PythonModel):
             ) from None
 
 
-def checked_rows(model_input):
-    """The request's rows as {prime, length, temperature, top_k, top_p, seed} of checked plain values."""
-    if "prime" not in getattr(model_input, "columns", ()):
+def checked_rows(model_input, vocab_size):
+    """The request's rows as {prime, length, temperature, top_k, top_p, seed} of checked plain values. A
+    row without top_k gets the default, at most the vocabulary's size."""
+    table = _table(model_input)
+    unknown = [str(name) for name in table.columns if name not in ("prime", *OPTIONS)]
+    if unknown:
+        raise CharRNNError(
+            f"unknown column {unknown[0][:40]!r}: the columns are prime, {', '.join(OPTIONS)} (params go in 'params')"
+        )
+    if "prime" not in table.columns:
         raise CharRNNError("the input needs a 'prime' column")
-    records = model_input.to_dict("records")
+    records = table.to_dict("records")
     check_count(len(records))
+    defaults = {**OPTIONS, "top_k": min(OPTIONS["top_k"], vocab_size)}
     rows = [
         {
-            name: checked_option(name, record.get(name, OPTIONS.get(name)), f"row {number}: ")
+            name: checked_option(name, record.get(name, defaults.get(name)), f"row {number}: ")
             for name in ("prime", *OPTIONS)
         }
         for number, record in enumerate(records, 1)
@@ -85,17 +97,23 @@ def checked_rows(model_input):
     return rows
 
 
+def _table(model_input):
+    """The input as a DataFrame: one already, or the columns (a dict) or records (a list of dicts) that
+    the scoring server's `inputs` and `instances` give without a schema."""
+    if isinstance(model_input, pd.DataFrame):
+        return model_input
+    try:
+        if isinstance(model_input, dict):
+            columns = {key: value if isinstance(value, list) else [value] for key, value in model_input.items()}
+            return pd.DataFrame(columns)
+        if isinstance(model_input, list) and all(isinstance(record, dict) for record in model_input):
+            return pd.DataFrame(model_input)
+    except ValueError as err:  # columns of different lengths
+        raise CharRNNError(f"the input is not a table ({err})") from None
+    raise CharRNNError("the input is a table of prompts: a 'prime' column and the optional ones, a row per text")
+
+
+# No input schema: checked_rows is the columns' one schema (see CharRNNModel).
 SIGNATURE = ModelSignature(
-    inputs=Schema(
-        [
-            ColSpec("string", "prime"),
-            ColSpec("long", "length", required=False),
-            ColSpec("double", "temperature", required=False),
-            ColSpec("long", "top_k", required=False),
-            ColSpec("double", "top_p", required=False),
-            ColSpec("long", "seed", required=False),
-        ]
-    ),
-    outputs=Schema([ColSpec("string")]),
-    params=ParamSchema([ParamSpec("precision", "string", DEFAULT_PRECISION)]),
+    outputs=Schema([ColSpec("string")]), params=ParamSchema([ParamSpec("precision", "string", DEFAULT_PRECISION)])
 )

@@ -20,11 +20,11 @@ from mlflow.entities import LoggedModelOutput, Metric
 
 from charrnn import modules
 from charrnn.core import checkpoint
+from charrnn.params import SCHEMA
 from charrnn.serving.pyfunc import SIGNATURE
 from charrnn.tracking.plots import plot_losses
 from charrnn.tracking.runs import label, model_safe
 
-EXAMPLE = pd.DataFrame({"prime": ["Far"], "length": [100], "temperature": [0.8], "top_k": [5], "seed": [0]})
 REQUIREMENTS = ["torch==2.13.0", "numpy", "pandas", "tqdm", "pyyaml"]
 LINKED = ("loss/val", "loss/val_bpc")  # the run's curves whose point at a checkpoint's step its model carries
 LINKED_TO_BEST = ("test_loss", "test_bpc", "test_perplexity")  # and those best.pt's model carries too
@@ -86,7 +86,10 @@ def log_checkpoint(run, source, path, payload, best, linked):
     )
     with tempfile.TemporaryDirectory() as folder:
         mlflow.pyfunc.log_model(
-            name=name, input_example=EXAMPLE, model_id=model.model_id, **served_model(path, Path(folder))
+            name=name,
+            input_example=example_input(payload["vocab"]["chars"]),
+            model_id=model.model_id,
+            **served_model(path, Path(folder)),
         )
     run.client.log_outputs(run.id, [LoggedModelOutput(model.model_id, step)])
     # the very metrics the run logged (same timestamp and step: the run's history gains no copy), now
@@ -96,6 +99,16 @@ def log_checkpoint(run, source, path, payload, best, linked):
         metrics=[Metric(m.key, m.value, m.timestamp, m.step, model.model_id, *run.dataset_of(m.key)) for m in linked],
     )
     return model.model_id
+
+
+def example_input(chars):
+    """A request the model answers, shown with it: the default prime where the vocabulary `chars` has its
+    characters (else its first letters), top_k at most the vocabulary's size."""
+    prime = SCHEMA["sample.prime"].default
+    if not set(prime) <= set(chars):
+        prime = "".join([char for char in chars if char.isalpha()][:3] or chars[-1:])
+    top_k = min(5, len(chars))
+    return pd.DataFrame({"prime": [prime], "length": [100], "temperature": [0.8], "top_k": [top_k], "seed": [0]})
 
 
 def served_model(path, folder):
