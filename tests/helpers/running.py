@@ -17,13 +17,15 @@ def with_python_path(env, folder):
     return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")]))}
 
 
-def interrupting(env, signal_name, at):
-    """`env` for a train stage that sends itself SIG`signal_name` (KILL, TERM) as it is about to write
-    models/last.pt for the `at`-th time: a deterministic point to interrupt training at."""
+def interrupting(env, signal_name, at, pid=None):
+    """`env` for a train stage that sends itself (or the process group `pid` leads) SIG`signal_name`
+    (KILL, TERM) as it is about to write models/last.pt for the `at`-th time: a deterministic point to
+    interrupt at."""
     return {
         **with_python_path(env, ROOT / "tests" / "signal_at_save"),
         "CHARRNN_TEST_SIGNAL": signal_name,
         "CHARRNN_TEST_SIGNAL_AT": str(at),
+        "CHARRNN_TEST_SIGNAL_PID": str(pid or ""),
     }
 
 

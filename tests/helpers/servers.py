@@ -39,9 +39,10 @@ def post_json(url, payload):
         return err.code, json.loads(err.read() or b"{}")
 
 
-def serving(command, *args, cwd, env):
+def serving(command, *args, cwd, env, group=False):
     """The venv's `command` (charrnn, mlflow) with `args` started in `cwd`, its output and errors in one
-    pipe: stop it with terminate()."""
+    pipe: stop it with terminate(). With `group`, it leads a process group of its own, which a signal to
+    its pid's group reaches whole (`mlflow server` serves from a child process)."""
     return subprocess.Popen(
         [str(Path(sys.executable).parent / command), *args],
         cwd=cwd,
@@ -49,6 +50,7 @@ def serving(command, *args, cwd, env):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=group,
     )
 
 

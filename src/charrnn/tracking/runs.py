@@ -98,6 +98,20 @@ def run_record(key, path=RUN_FILE):
         raise CharRNNError(f"{path} is missing or unreadable (run `dvc repro` to build it)") from None
 
 
+def deleted_part(client, run):
+    """('run', id) or ('experiment', id) when the run, or its experiment, is deleted (in the UI's trash,
+    where MLflow refuses to log to it); None when both are active."""
+    if run.info.lifecycle_stage == "deleted":
+        return "run", run.info.run_id
+    if client.get_experiment(run.info.experiment_id).lifecycle_stage == "deleted":
+        return "experiment", run.info.experiment_id
+    return None
+
+
+def restore_hint(kind, key):
+    return f"`mlflow {kind}s restore --{kind}-id {key}`"
+
+
 class PipelineRun:
     """One stage's hold on the pipeline's MLflow run. Training ends it FINISHED, FAILED or KILLED
     (`end_training`); a later stage, as a context manager, leaves that status as it is and on an error
@@ -117,11 +131,17 @@ class PipelineRun:
             run_id = run_record("run_id")
         client = connect()
         try:
-            client.get_run(run_id)
+            run = client.get_run(run_id)
         except MlflowException as err:
             raise CharRNNError(
                 f"MLflow run {run_id} not found in {redacted(tracking_uri())} ({err.message[:120]})"
             ) from None
+        deleted = deleted_part(client, run)
+        if deleted:
+            raise CharRNNError(
+                f"MLflow {' '.join(deleted)} is deleted in {redacted(tracking_uri())}: restore it "
+                f"({restore_hint(*deleted)}), or run `dvc repro -f train` for a new run"
+            )
         return cls(client, run_id)
 
     def __enter__(self):

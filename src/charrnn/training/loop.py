@@ -12,9 +12,9 @@ from contextlib import nullcontext
 import torch
 import torch.nn.functional as F
 
-from charrnn.core.device import pick_device, precision_context, resolve_precision
+from charrnn.core.device import available_memory, pick_device, precision_context, resolve_precision
 from charrnn.core.evaluate import evaluate
-from charrnn.core.model import CharRNN, map_state, shape
+from charrnn.core.model import CharRNN, map_state, parameter_count, shape, training_bytes
 from charrnn.data.batches import num_windows, windows
 from charrnn.data.split import require_one_batch
 from charrnn.errors import CharRNNError, deferred_interrupts
@@ -26,10 +26,11 @@ from charrnn.training.run import Checkpointer, kept_at, restart_cudnn_dropout, r
 class NoTracking:
     """A tracker that records nothing: train()'s default (tests, benchmarks, DDP ranks other than 0).
 
-    A tracker is told `start(run id saved in last.pt, or None)` once, before any file changes, and
-    returns the id to save for a later resume; then `log(row)` at every validation."""
+    A tracker is told `start(run id saved in last.pt or None, the resumed run's history rows)` once,
+    before any file changes, and returns the id to save for a later resume; then `log(row)` at every
+    validation."""
 
-    def start(self, run_id):
+    def start(self, run_id, history):
         return run_id
 
     def log(self, row):
@@ -47,6 +48,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NO_TRACKING):
     precision = resolve_precision(device, p.precision)
     ranks = distributed.world_size()
     require_one_batch("train", len(train_ids), p.batch_size, p.num_steps, ranks)
+    require_memory(len(vocab), p, device)
     torch.manual_seed(p.seed)
     model = CharRNN.from_params(len(vocab), p).to(device)
     stepped = model  # what the training steps run: the model, or its DDP wrapper that averages gradients
@@ -69,7 +71,7 @@ def train(p, train_ids, val_ids, vocab, out_dir, tracker=NO_TRACKING):
     # Resume an unfinished run of the same params, data and code from last.pt, or start afresh; the
     # tracker starts before any file changes, so an unreachable tracking server stops training here.
     state, hidden = start(saver, total_steps, p.resume, device, progress.say)
-    state.tracking_run_id = tracker.start(state.tracking_run_id)
+    state.tracking_run_id = tracker.start(state.tracking_run_id, state.history)
     saver.open_folder(fresh=state.step == 0)
     progress.say(
         f"model: {shape(model.config)}, {model.num_params():,} parameters for {len(train_ids) * ranks:,} training "
@@ -116,6 +118,20 @@ def validation_due(step, total_steps, eval_every, keep_every):
     """Whether the run validates and checkpoints after `step`: every eval_every steps, at a kept
     checkpoint (every keep_every steps), and at the end."""
     return step % eval_every == 0 or step == total_steps or kept_at(step, keep_every)
+
+
+def require_memory(vocab_size, p, device):
+    """Refuse, before anything is allocated, a model too large to train here: a huge lstm_size was an
+    allocator's traceback, or a training killed by the system once its memory ran out."""
+    config = p.model_config()
+    needed, free = training_bytes(vocab_size, config, p.batch_size, p.num_steps), available_memory(device)
+    if free is not None and needed > free:
+        count = parameter_count(vocab_size, **config)
+        raise CharRNNError(
+            f"a {shape(config)} model of {count:,} parameters needs about {needed / 2**30:,.1f} GiB to train "
+            f"(weights, gradients, Adam's moments, a batch's activations), more than the {free / 2**30:,.1f} GiB "
+            f"free on {device}: make lstm_size, num_layers or batch_size smaller"
+        )
 
 
 def validations_after(step, total_steps, eval_every, keep_every):
