@@ -1,6 +1,8 @@
 """MLflow for real: the local sqlite store, a real `mlflow server`, the registry and a served model."""
 
+import http.client
 import json
+import math
 import os
 import socket
 import subprocess
@@ -23,7 +25,7 @@ from charrnn.tracking.runs import PipelineRun
 
 from helpers.configs import PIPELINE, write_params
 from helpers.running import assert_clean_error, charrnn, interrupting, prepare, run_stage
-from helpers.servers import champion_served, free_port, post_json, serving, wait_for
+from helpers.servers import free_port, post_json, serving, wait_for
 
 
 def test_one_run_spans_the_stages(built):
@@ -202,10 +204,9 @@ def test_champion_loads_in_a_fresh_process_and_samples(built):
 
 
 def test_served_champion_answers_over_http(built):
+    """`charrnn serve` (README's Serving): MLflow's scoring server behind charrnn's door."""
     port = free_port()
-    server = champion_served(
-        port, built.root, {**built.env, "MLFLOW_TRACKING_URI": f"sqlite:///{built.root}/mlruns/mlflow.db"}
-    )
+    server = serving("charrnn", "serve", "--port", str(port), cwd=built.root, env=built.env)
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", server)
         status, body = post_json(
@@ -219,13 +220,45 @@ def test_served_champion_answers_over_http(built):
             ({"dataframe_records": [{"prime": "To be \u20ac", "length": 5}]}, "not in the"),
             ({"dataframe_records": [{"prime": "To be", "top_k": 0}]}, "top_k must be an integer from 1"),
             ({"dataframe_records": [{"length": 5}]}, "prime"),
+            # what MLflow's schema enforcement used to convert or drop before the model saw it
+            ({"dataframe_records": [{"prime": "To be", "length": 2.5}]}, "length must be an integer >= 0 (got 2.5)"),
+            ({"dataframe_records": [{"prime": "To be", "length": True}]}, "length must be an integer >= 0 (got True)"),
+            ({"dataframe_records": [{"prime": "To be", "lenght": 5}]}, "unknown column 'lenght'"),
+            ({"dataframe_records": [{"prime": "To be", "seed": 2**70}]}, f"(got {2**70})"),
         ]:
             status, body = post_json(f"http://127.0.0.1:{port}/invocations", payload)
             assert status == 400 and message in body.get("message", ""), (payload, status, body)
-        # a 10 MB prime: refused in a short body, no stack trace, no server path
+            assert "\n" not in body["message"], body  # the model's line, without MLflow's copy of the table
+        off = {"dataframe_records": [{"prime": "To be", "top_k": None, "length": 5}]}  # null top_k: off, as documented
+        status, body = post_json(f"http://127.0.0.1:{port}/invocations", off)
+        assert status == 200 and len(body["predictions"][0]) == 10, body
+
+        # bodies MLflow cannot parse: a 400 with no stack trace and no server path
+        for content_type, data in [
+            ("text/csv", b'prime,length\n"To be,5\n'),
+            ("application/vnd.apache.parquet", b"PAR1 not parquet"),
+            ("application/json", b"[" * 100_000),
+        ]:
+            url = f"http://127.0.0.1:{port}/invocations"
+            request = urllib.request.Request(url, data, {"Content-Type": content_type})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=60)
+            body = refused.value.read()
+            assert refused.value.code == 400, (content_type, body)
+            assert not any(leak in body for leak in (b"stack_trace", b"Traceback", b"site-packages")), body
+        # a body over the bound is refused from its Content-Length, before it is sent
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.putrequest("POST", "/invocations")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(400_000_000))
+        connection.endheaders()
+        answer = connection.getresponse()
+        assert answer.status == 413 and b"over 8,388,608 bytes" in answer.read()
+        connection.close()
+        # a 1.5 MB prime (within the 8 MiB a body may have): refused in a short body, no stack trace, no path
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations",
-            json.dumps({"dataframe_records": [{"prime": "To be " * 1_750_000, "length": 5}]}).encode(),
+            json.dumps({"dataframe_records": [{"prime": "To be " * 250_000, "length": 5}]}).encode(),
             {"Content-Type": "application/json"},
         )
         with pytest.raises(urllib.error.HTTPError) as huge:
@@ -347,6 +380,66 @@ def test_sigterm_during_training_saves_last_step_and_marks_the_run_killed(projec
     assert (project.root / "models" / "best.pt").exists()
 
 
+def test_a_tracking_server_that_dies_mid_training_loses_no_point(project, mirror, tmp_path):
+    """The server is killed as the first last.pt is saved: training goes on to the end (it used to retry
+    for 515 s and die with a traceback), the stage then fails saying what the run lacks, and once the
+    server is back a rerun completes the run from last.pt, its curves holding every row of loss.csv."""
+    prepare(project.root, mirror, **{**PIPELINE, "epochs": 1, "eval_every": 20, "keep_checkpoints": 0})
+    port, store = free_port(), tmp_path / "store"
+    store.mkdir()
+
+    def tracking_server():
+        server = serving(
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{store}/mlflow.db",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env=project.env,
+            group=True,
+        )
+        wait_for(f"http://127.0.0.1:{port}/health", server)
+        return server
+
+    env = {**project.env, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    server = tracking_server()
+    try:
+        result = subprocess.run(
+            [sys.executable, "stages/train.py"],
+            cwd=project.root,
+            env=interrupting(env, "KILL", 1, pid=server.pid),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        server.wait(timeout=30)
+        assert "WARNING: the MLflow store http://127.0.0.1" in result.stdout, result.stdout + result.stderr
+        assert_clean_error(result, "training finished (models/best.pt and last.pt are saved), but the MLflow store")
+        assert "validation points and its summary: once it answers, run dvc repro again" in result.stderr
+        history = (project.root / "plots/train/loss.csv").read_text().splitlines()[1:]
+        assert len(history) == 8 and checkpoint.load(project.root / "models/last.pt")["step"] == 143
+
+        server = tracking_server()
+        result = subprocess.run(
+            [sys.executable, "stages/train.py"], cwd=project.root, env=env, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+        [run] = client.search_runs([client.get_experiment_by_name("charrnn-hamlet").experiment_id])
+        steps = [int(line.split(",")[0]) for line in history]
+        assert sorted(point.step for point in client.get_metric_history(run.info.run_id, "loss/val")) == steps
+        assert run.info.status == "FINISHED" and "best_val_loss" in run.data.metrics
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_unreachable_tracking_server_is_one_clear_line(tmp_path):
     port = free_port()  # nothing listens there
     write_params(tmp_path, **PIPELINE)
@@ -377,6 +470,9 @@ def test_unreachable_tracking_server_is_one_clear_line(tmp_path):
             "postgresql://127.0.0.1:{port}/mlflow?user=alice&password=s3cret",
             "the MLflow store postgresql://127.0.0.1:{port}/mlflow?user=***&password=*** is unreachable",
         ),
+        # URIs that do not parse (ValueError's traceback): not echoed, their credentials cannot be found
+        ("postgresql://alice:s3cret@[127.0.0.1/mlflow", "MLFLOW_TRACKING_URI is not a valid URI (Invalid IPv6 URL)"),
+        ("mysql://alice:s3cret@host:port/mlflow", "MLFLOW_TRACKING_URI is not a valid URI (Port could not be cast"),
     ],
 )
 def test_a_store_mlflow_cannot_use_is_one_clear_line(store, message, tmp_path, monkeypatch):
@@ -422,6 +518,50 @@ def test_a_diverged_training_marks_its_run_failed(tmp_path, monkeypatch):
             train_module.train(p, train_ids, val_ids, vocab, tmp_path / "models", tracker=tracker)
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(tracker.run.id)
     assert run.info.status == "FAILED"
+
+
+def test_a_run_or_experiment_deleted_between_stages_is_one_line(tmp_path, monkeypatch):
+    """Moved to the UI's trash between train and a later stage: MLflow refused the stage's writes with a
+    traceback. Now: one line with the restore command; a new training in a deleted experiment too."""
+    from charrnn.tracking.live import TrainingTracker
+
+    from helpers.configs import tiny_corpus, tiny_params
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    tracker = TrainingTracker(tiny_params(), tiny_corpus()[2])
+    run_id = tracker.start(None)
+    tracker.training_done()
+    tracker.run.end_training()
+    client.delete_run(run_id)
+    restore = f"mlflow runs restore --run-id {run_id}"
+    with pytest.raises(CharRNNError, match=f"MLflow run {run_id} is deleted in .*{restore}"):
+        PipelineRun.reopen(run_id)
+    client.restore_run(run_id)
+    experiment_id = client.get_run(run_id).info.experiment_id
+    client.delete_experiment(experiment_id)
+    with pytest.raises(CharRNNError, match=f"MLflow experiment {experiment_id} is deleted in .*--experiment-id"):
+        PipelineRun.reopen(run_id)
+    with pytest.raises(CharRNNError, match="MLflow experiment charrnn-tiny is deleted in .*or set tracking.experiment"):
+        TrainingTracker(tiny_params(), tiny_corpus()[2]).start(None)
+
+
+def test_a_huge_finite_val_loss_is_logged_not_a_traceback(tmp_path, monkeypatch):
+    """A wild first validation (a finite loss of 1000 nats) made the perplexity overflow: OverflowError."""
+    from charrnn.core.evaluate import loss_metrics
+    from charrnn.tracking.live import TrainingTracker
+
+    from helpers.configs import tiny_corpus, tiny_params
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    assert loss_metrics("val", 1000.0)["val_perplexity"] == math.inf
+    with TrainingTracker(tiny_params(), tiny_corpus()[2]) as tracker:
+        tracker.start(None)
+        tracker.log({"step": 20, "train_loss": 900.0, "val_loss": 1000.0, "lr": 0.01, "chars_per_sec": 1.0})
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(tracker.run.id)
+    assert run.data.metrics["loss/val"] == 1000.0
 
 
 def test_a_run_left_running_by_a_killed_stage_never_stays_running(tmp_path, monkeypatch):

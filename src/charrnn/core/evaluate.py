@@ -9,6 +9,7 @@ number that the registry compares, and PROTOCOL_ID is part of the registry's com
 """
 
 import math
+import sys
 from contextlib import contextmanager
 
 import torch
@@ -54,7 +55,10 @@ def _exact_fp32(device):
 
 
 def loss_metrics(split, loss):
-    return {f"{split}_loss": loss, f"{split}_bpc": loss / math.log(2), f"{split}_perplexity": math.exp(loss)}
+    """A loss (nats per character) with its bits per character and perplexity; a perplexity past the
+    largest float (a loss over ~709, as a wild first validation may give) is infinite, not an error."""
+    perplexity = math.exp(loss) if loss < math.log(sys.float_info.max) else math.inf
+    return {f"{split}_loss": loss, f"{split}_bpc": loss / math.log(2), f"{split}_perplexity": perplexity}
 
 
 def evaluate_checkpoint(path, vocab, splits, device):

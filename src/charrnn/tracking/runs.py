@@ -99,12 +99,13 @@ def run_record(key, path=RUN_FILE):
 
 
 def deleted_part(client, run):
-    """('run', id) or ('experiment', id) when the run, or its experiment, is deleted (in the UI's trash,
-    where MLflow refuses to log to it); None when both are active."""
-    if run.info.lifecycle_stage == "deleted":
-        return "run", run.info.run_id
+    """('experiment', id) or ('run', id) when the run's experiment, or the run, is deleted (in the UI's
+    trash, where MLflow refuses to log to it; deleting an experiment deletes its runs, and restoring it
+    restores them); None when both are active."""
     if client.get_experiment(run.info.experiment_id).lifecycle_stage == "deleted":
         return "experiment", run.info.experiment_id
+    if run.info.lifecycle_stage == "deleted":
+        return "run", run.info.run_id
     return None
 
 

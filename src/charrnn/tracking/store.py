@@ -51,7 +51,15 @@ def _without_credentials(uri, replacement=""):
 def tracking_uri():
     """MLFLOW_TRACKING_URI if set (note: mlflow.set_tracking_uri sets it too), else the local store."""
     if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+        uri = os.environ["MLFLOW_TRACKING_URI"]
+        try:
+            urllib.parse.urlsplit(uri).port  # noqa: B018 (parsed for its errors: a bad host or port)
+        except ValueError as err:
+            # not printed: a URI that does not parse cannot have its credentials hidden
+            raise CharRNNError(
+                f"MLFLOW_TRACKING_URI is not a valid URI ({err}): e.g. http://host:5000 or sqlite:///path/mlflow.db"
+            ) from None
+        return uri
     local_store().mkdir(exist_ok=True)
     return f"sqlite:///{local_store() / 'mlflow.db'}"
 
