@@ -29,7 +29,7 @@ from charrnn.generation.rules import check_sampling, sampling_options
 from charrnn.generation.sample import generate
 from charrnn.generation.steppers import generation_precision
 from charrnn.progress import duration
-from charrnn.training.loop import train_step, validations_after
+from charrnn.training.loop import require_memory, train_step, validations_after
 
 BURST_SECONDS = 4.0  # timed training steps (after two untimed ones), at least 3 steps
 # What the stages cost besides the work counted from params, from the default pipeline's own lines on a
@@ -233,6 +233,7 @@ def doctor(p, threads):
         check_sampling(vocab, **sampling_options(p.sample), num_samples=p.sample.num_samples)
     except CharRNNError as err:
         raise CharRNNError(f"params.yaml sample section: {err}") from None
+    require_memory(len(vocab), p, device)
     print(f"{'estimate':<{width}}  measuring a few seconds of training...", flush=True)
     seconds, lines = estimate(p, length, len(vocab), device, precision, generation)
     print(f"{'':<{width}}  `dvc repro` from scratch: about {duration(seconds)}")

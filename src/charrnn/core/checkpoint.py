@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from charrnn.atomic import atomic_path
-from charrnn.core.model import CharRNN
+from charrnn.core.model import CELLS, CharRNN
 from charrnn.data.vocab import Vocab
 from charrnn.errors import CharRNNError, disk_full
 
@@ -56,7 +56,53 @@ def load(path):
         raise CharRNNError(f"{path} is not a readable checkpoint ({_why_unreadable(err)})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CharRNNError(f"{path} is not a charrnn checkpoint")
+    problem = _malformed(payload)
+    if problem:
+        raise CharRNNError(f"{path} is not a usable checkpoint: {problem}")
     return payload
+
+
+def _malformed(payload):
+    """What is wrong with the fields every reader of a checkpoint uses ('' if nothing): a tampered or
+    damaged file is refused here, in words, rather than fail as a KeyError or IndexError in whichever
+    reader meets the field first."""
+    vocab, config, weights = payload.get("vocab"), payload.get("model_config"), payload.get("model_state")
+    if not isinstance(vocab, dict) or not all(isinstance(vocab.get(key), str) for key in ("corpus", "sha256")):
+        return "its vocab is missing or malformed"
+    chars = vocab.get("chars")
+    if not isinstance(chars, list) or not chars:
+        return "its vocabulary has no characters"
+    odd = next((char for char in chars if not isinstance(char, str) or len(char) != 1), None)
+    if odd is not None or len(set(chars)) != len(chars):
+        entry = f"the entry {str(odd)[:20]!r}" if odd is not None else "a character twice"
+        return f"its vocabulary holds {entry}: each entry is one distinct character"
+    if (
+        not isinstance(config, dict)
+        or any(not _whole(config.get(key), 0) for key in CONFIG_WHOLE)
+        or not isinstance(config.get("cell"), str)
+        or config["cell"] not in CELLS
+        or not isinstance(config.get("dropout"), (int, float))
+    ):
+        return "its model_config is missing or malformed"
+    if not isinstance(weights, dict) or not all(
+        isinstance(name, str) and isinstance(tensor, torch.Tensor) for name, tensor in weights.items()
+    ):
+        return "its model_state is missing or not a set of named tensors"
+    if "step" in payload and not _whole(payload["step"], 0):
+        return f"its step is {str(payload['step'])[:20]!r}, not a whole number"
+    for key in ("val_loss", "train_loss"):
+        if key in payload and not (isinstance(payload[key], (int, float)) and not isinstance(payload[key], bool)):
+            return f"its {key} is {str(payload[key])[:20]!r}, not a number"
+    if "run_id" in payload and not isinstance(payload["run_id"], str):
+        return "its run_id is not a text"
+    return ""
+
+
+CONFIG_WHOLE = ("vocab_size", "lstm_size", "num_layers", "embedding_size")  # model_config's whole numbers
+
+
+def _whole(value, low):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def run_checkpoints(folder, say=print):
@@ -90,27 +136,34 @@ def _why_unreadable(err):
         if detail.startswith("Unsupported global:"):  # e.g. "Unsupported global: GLOBAL os.system was not ..."
             name = detail.split(":", 1)[1].split(" was ")[0].replace("GLOBAL", "").strip()
             return f"it holds pickled Python objects ({name}), which are never loaded"
-        return f"corrupt or not a torch file: {detail[:120]}"
-    return f"corrupt or truncated: {(text.splitlines()[0] if text else type(err).__name__)[:160]}"
+        return f"corrupt or not a torch file: {_shortened(detail, 120)}"
+    return f"corrupt or truncated: {_shortened(text.splitlines()[0] if text else type(err).__name__, 160)}"
+
+
+def _shortened(text, most):
+    """`text` in at most about `most` characters, cut between words."""
+    return text if len(text) <= most else text[:most].rsplit(" ", 1)[0] + " ..."
 
 
 def load_model(path):
     """(model in eval mode on the CPU, vocab) from a checkpoint file. The config is checked against
     the stored weights on the meta device (nothing allocated) before the model is built: a small file
     claiming a huge model is refused, not built."""
-    payload = load(path)
-    try:
-        vocab = Vocab(
-            chars=tuple(payload["vocab"]["chars"]), corpus=payload["vocab"]["corpus"], sha256=payload["vocab"]["sha256"]
-        )
-        config, weights = dict(payload["model_config"]), dict(payload["model_state"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CharRNNError(
-            f"{path}: its vocab, model_config or model_state is missing or malformed "
-            f"({type(err).__name__}: {str(err)[:120]})"
-        ) from None
+    payload = load(path)  # its fields checked
+    vocab = Vocab(
+        chars=tuple(payload["vocab"]["chars"]), corpus=payload["vocab"]["corpus"], sha256=payload["vocab"]["sha256"]
+    )
+    config, weights = dict(payload["model_config"]), dict(payload["model_state"])
     if config.get("vocab_size") != len(vocab):
         raise CharRNNError(f"{path}: model expects {config.get('vocab_size')} characters, vocabulary has {len(vocab)}")
+    layers = sum(name.startswith("rnn.weight_ih_l") for name in weights)
+    head = weights.get("head.weight")
+    if layers != config["num_layers"] or head is None or tuple(head.shape) != (len(vocab), config["lstm_size"]):
+        # before the model is built even on the meta device: a config of 10**20 layers would never end
+        raise CharRNNError(
+            f"{path}: weights do not fit the model config {config} (they hold {layers} layers"
+            f"{f' and a head of {tuple(head.shape)}' if head is not None else ', no head'})"
+        )
     try:
         with torch.device("meta"):
             expected = {name: tensor.shape for name, tensor in CharRNN(**config).state_dict().items()}

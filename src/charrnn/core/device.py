@@ -82,6 +82,21 @@ def auto_threads():
     return max(1, usable_cpus() // dvc_exp.project_jobs(project_root()))
 
 
+def available_memory(device):
+    """Bytes `device` can still give: the GPU's free memory, else the system's MemAvailable (None where
+    /proc/meminfo is not)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def usable_cpus():
     """The CPUs this process may run on (its affinity, as taskset or a container's cpuset sets it)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

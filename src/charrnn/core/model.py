@@ -10,6 +10,7 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}  # the names params.CELL
 # a whole sequence through one stack of layers of each cell (what nn.LSTM/GRU/RNN call)
 CELL_SEQUENCES = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}
 WEIGHT_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")  # of a layer, as nn.RNN names them
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight blocks per layer of each cell
 
 
 class CharRNN(nn.Module):
@@ -100,6 +101,22 @@ class CharRNN(nn.Module):
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())
+
+
+def parameter_count(vocab_size, cell, lstm_size, num_layers, embedding_size, **_):
+    """CharRNN's parameter count from its config, without building it (a model of a million units a
+    layer would not fit in memory to be counted)."""
+    gates, size = GATES[cell], lstm_size
+    first_input = embedding_size or vocab_size
+    layers = gates * size * (first_input + size + 2) + (num_layers - 1) * gates * size * (2 * size + 2)
+    return vocab_size * embedding_size + layers + (size + 1) * vocab_size
+
+
+def training_bytes(vocab_size, config, batch_size, num_steps):
+    """About the memory a training step holds: weights, gradients and Adam's two moments (four fp32
+    copies of the parameters) and the activations kept to backpropagate through `num_steps`."""
+    per_character = config["num_layers"] * config["lstm_size"] * (GATES[config["cell"]] + 3) + 3 * vocab_size
+    return 4 * (4 * parameter_count(vocab_size, **config) + batch_size * num_steps * per_character)
 
 
 def shape(config):

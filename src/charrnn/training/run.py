@@ -190,14 +190,23 @@ def resume(saver, device, say):
 
     Rank 0 decides, from its own folder, and hands the checkpoint to every rank: on several nodes each
     node has a folder of its own, and only rank 0's holds the run's checkpoints."""
-    last = distributed.broadcast(_resumable(saver, say) if distributed.rank() == 0 else None)
-    if last is None:
-        return None, None
-    saver.model.load_state_dict(last["model_state"])
-    saver.optimizer.load_state_dict(last["optimizer_state"])
-    hidden = restore_rank_state(last["rank_states"][distributed.rank()], device)
-    state = RunState(**last["run"])
-    if state.finished:
+    try:
+        last = distributed.broadcast(_resumable(saver, say) if distributed.rank() == 0 else None)
+        if last is None:
+            return None, None
+        saver.model.load_state_dict(last["model_state"])
+        saver.optimizer.load_state_dict(last["optimizer_state"])
+        hidden = restore_rank_state(last["rank_states"][distributed.rank()], device)
+        state = RunState(**last["run"])
+        finished = state.finished
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        # a damaged or tampered last.pt whose model fields are sound but whose saved run is not
+        reason = str(err).splitlines()[0][:120] if str(err) else ""
+        raise CharRNNError(
+            f"{saver.last}: its saved run cannot be restored ({type(err).__name__}: {reason}): delete it, or set "
+            "resume: false to train afresh"
+        ) from None
+    if finished:
         say(f"{saver.last} holds the finished run of these params, data and code: completing it, nothing to train")
     else:
         say(f"resuming from {saver.last} at step {state.step}")
