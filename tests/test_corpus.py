@@ -83,6 +83,16 @@ def test_mirror_is_used_and_verified(tmp_path):
     assert not (tmp_path / "raw2" / "tiny.txt").exists()
 
 
+def test_a_destination_that_refuses_the_file_is_one_line(tmp_path):
+    """`charrnn fetch --dest` a system folder: /proc takes no file (a FileNotFoundError's traceback; /sys
+    gave a PermissionError's)."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "tiny.txt").write_bytes(TEXT)
+    with pytest.raises(CharRNNError, match=r"^cannot write /proc/tiny.txt \(No such file or directory\)$"):
+        corpus.fetch(known(), "/proc", mirror=mirror)
+
+
 def test_file_already_in_place_is_kept(tmp_path, capsys):
     raw = tmp_path / "raw"
     raw.mkdir()

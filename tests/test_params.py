@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -110,3 +112,33 @@ def test_load_reports_file_problems(tmp_path):
     nested.write_text(yaml.safe_dump({**params.defaults(), "sample": {"lenght": 5}}))
     with pytest.raises(CharRNNError, match="unknown param 'sample.lenght' \\(did you mean 'sample.length'\\?\\)"):
         params.load(nested)
+
+
+def test_params_yaml_is_read_as_dvc_reads_it():
+    """YAML 1.2 (DVC's ruamel), not PyYAML's 1.1: `yes` and `1:30` were read as true and 90 while DVC
+    recorded the texts in dvc.lock, and `010` as 8 where DVC has 10."""
+    from dvc.utils.serialize import parse_yaml
+
+    for text in (
+        "yes",
+        "no",
+        "on",
+        "Off",
+        "1:30",
+        "010",
+        "0b11",
+        "0o17",
+        "0x1F",
+        "1_000",
+        "1e-3",
+        "3.",
+        ".inf",
+        "~",
+        "",
+    ):
+        ours, dvcs = params.read_yaml(f"value: {text}")["value"], parse_yaml(f"value: {text}", "params.yaml")["value"]
+        assert (ours, type(ours)) == (dvcs, type(dvcs)), text
+    with pytest.raises(CharRNNError, match=re.escape("resume must be true or false (got 'yes')")):
+        params.with_overrides(params.validate(params.defaults()), ["resume=yes"])
+    with pytest.raises(CharRNNError, match=re.escape("epochs must be an integer >= 1 (got '1:30')")):
+        params.with_overrides(params.validate(params.defaults()), ["epochs=1:30"])

@@ -9,9 +9,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+import torch
 
 from helpers import ROOT
-from helpers.configs import tiny_params, write_params
+from helpers.configs import PIPELINE, tiny_params, write_params
 from helpers.running import assert_clean_error, charrnn, prepare, run_stage, stage_in_process, with_python_path
 
 
@@ -217,3 +219,13 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
         path.write_bytes(b"half an array")
     assert run_stage("prepare", tmp_path).returncode == 0
     assert not leftover.exists() and running.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of device: cuda needs a machine without a GPU")
+def test_device_cuda_without_a_gpu_is_the_device_param_s_error(tmp_path, mirror):
+    """In the stages that pick the device first, it is `device`'s error, not the sample section's."""
+    prepare(tmp_path, mirror, **{**PIPELINE, "device": "cuda"})
+    for name in ("train", "sample"):
+        result = run_stage(name, tmp_path)
+        assert_clean_error(result, "device is 'cuda' but no CUDA GPU is available here")
+        assert "sample section" not in result.stderr

@@ -19,10 +19,10 @@ def atomic_path(path):
     If the block raises, the temporary file is removed and `path` keeps its old content.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(path)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -30,7 +30,10 @@ def atomic_path(path):
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):  # a short write names no file: name the output
             raise CharRNNError(disk_full(path)) from None
-        raise
+        if err.filename is None or Path(err.filename) in (path, tmp, path.parent) or path.is_relative_to(err.filename):
+            # where it goes refuses it (a system folder, a read-only disk, a file where a folder should be)
+            raise CharRNNError(f"cannot write {path} ({err.strerror or err})") from None
+        raise  # the block's own error, e.g. a source it reads
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -7,6 +7,7 @@ names them by dotted name (`sample.length`) with their rules, read from the type
 
 import difflib
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -213,7 +214,7 @@ def load(path="params.yaml"):
             f"{path}: {path.stat().st_size:,} bytes; a params file is a few KB (at most {MAX_FILE_BYTES:,})"
         )
     try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoAliasLoader)
+        raw = read_yaml(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise CharRNNError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -224,15 +225,42 @@ def load(path="params.yaml"):
 MAX_FILE_BYTES = 1_000_000
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """safe_load's loader without aliases: a few lines of nested aliases expand to gigabytes ("billion
-    laughs"), and params never need them."""
+class _Yaml12Loader(yaml.SafeLoader):
+    """safe_load's loader reading plain values by YAML 1.2's core rules, as DVC (ruamel) reads and writes
+    params.yaml: PyYAML's YAML 1.1 took `yes`, `no`, `on`, `off` for booleans, `1:30` for 90 (base 60) and
+    `010` for 8, where DVC records the texts `yes` and `1:30` and the number 10, so a run would use
+    another value than dvc.lock says. It also refuses aliases: a few lines of nested aliases expand to
+    gigabytes ("billion laughs"), and params never need them."""
+
+    yaml_implicit_resolvers = {}
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise yaml.YAMLError(f"an alias (*) at line {mark.line + 1}: anchors and aliases are not allowed here")
         return super().compose_node(parent, index)
+
+
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("int", r"^(?:[-+]?[0-9][0-9_]*|0b[01_]+|0o[0-7_]+|0x[0-9a-fA-F_]+)$", "-+0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+.0123456789",
+    ),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+):
+    _Yaml12Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+_Yaml12Loader.add_constructor(  # 010 is ten, as in YAML 1.2 (PyYAML's 1.1: eight); 0o10 and 0x8 are eight
+    "tag:yaml.org,2002:int",
+    lambda loader, node: int(node.value.replace("_", ""), 0 if node.value[:2] in ("0b", "0o", "0x") else 10),
+)
+
+
+def read_yaml(text):
+    """YAML text as DVC reads it (see _Yaml12Loader)."""
+    return yaml.load(text, Loader=_Yaml12Loader)
 
 
 def validate(raw, source="params"):
@@ -266,7 +294,7 @@ def with_overrides(values, pairs, source="--set"):
         if not sep:
             raise CharRNNError(f"{source} takes KEY=VALUE (got {pair!r})")
         try:
-            changed[key] = yaml.safe_load(value)
+            changed[key] = read_yaml(value)
         except yaml.YAMLError:
             changed[key] = value
     return validate(changed, source)
