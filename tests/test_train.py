@@ -349,6 +349,9 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
         CharRNNError, match="holds pickled Python objects \\(helpers.training.Killed\\), which are never loaded"
     ):
         checkpoint.load(tmp_path / "pickled.pt")  # weights_only refuses to unpickle objects
+    # torch's long reasons are shortened between words (they were cut mid-word)
+    reason = checkpoint._why_unreadable(RuntimeError("abcdefgh " * 40))
+    assert reason.endswith("abcdefgh ...") and len(reason) < 200
 
 
 def test_a_checkpoint_claiming_another_model_is_refused_before_it_is_built(tmp_path):
