@@ -520,20 +520,27 @@ def test_a_diverged_training_marks_its_run_failed(tmp_path, monkeypatch):
     assert run.info.status == "FAILED"
 
 
-def test_a_run_or_experiment_deleted_between_stages_is_one_line(tmp_path, monkeypatch):
-    """Moved to the UI's trash between train and a later stage: MLflow refused the stage's writes with a
-    traceback. Now: one line with the restore command; a new training in a deleted experiment too."""
+@pytest.fixture
+def finished_run(tmp_path, monkeypatch):
+    """(client, run id) of a run whose training finished, in an MLflow store of its own that the tracking
+    code uses, from tmp_path as the project root."""
     from charrnn.tracking.live import TrainingTracker
 
     from helpers.configs import tiny_corpus, tiny_params
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.chdir(tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     tracker = TrainingTracker(tiny_params(), tiny_corpus()[2])
     run_id = tracker.start(None)
     tracker.training_done()
     tracker.run.end_training()
+    return MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"), run_id
+
+
+def test_a_run_or_experiment_deleted_between_stages_is_one_line(finished_run):
+    """Moved to the UI's trash between train and a later stage: MLflow refused the stage's writes with a
+    traceback. Now: one line with the restore command; a new training in a deleted experiment too."""
+    client, run_id = finished_run
     client.delete_run(run_id)
     restore = f"mlflow runs restore --run-id {run_id}"
     with pytest.raises(CharRNNError, match=f"MLflow run {run_id} is deleted in .*{restore}"):
@@ -543,6 +550,10 @@ def test_a_run_or_experiment_deleted_between_stages_is_one_line(tmp_path, monkey
     client.delete_experiment(experiment_id)
     with pytest.raises(CharRNNError, match=f"MLflow experiment {experiment_id} is deleted in .*--experiment-id"):
         PipelineRun.reopen(run_id)
+    from charrnn.tracking.live import TrainingTracker
+
+    from helpers.configs import tiny_corpus, tiny_params
+
     with pytest.raises(CharRNNError, match="MLflow experiment charrnn-tiny is deleted in .*or set tracking.experiment"):
         TrainingTracker(tiny_params(), tiny_corpus()[2]).start(None)
 
@@ -588,21 +599,11 @@ def test_a_run_left_running_by_a_killed_stage_never_stays_running(tmp_path, monk
     assert client.get_run(started[2]).info.status == "FINISHED"
 
 
-def test_a_stage_after_training_that_fails_leaves_the_trainings_status_and_names_itself(tmp_path, monkeypatch):
+def test_a_stage_after_training_that_fails_leaves_the_trainings_status_and_names_itself(finished_run, monkeypatch):
     """An experiment that changes only `sample:` reruns the sample stage on the baseline's run: its
     failure (a top_k above the vocabulary) marked the baseline's finished run FAILED. The run's status is
     its training's; the failed stage is a tag until that stage succeeds."""
-    from charrnn.tracking.live import TrainingTracker
-
-    from helpers.configs import tiny_corpus, tiny_params
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    monkeypatch.chdir(tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    tracker = TrainingTracker(tiny_params(), tiny_corpus()[2])
-    run_id = tracker.start(None)
-    tracker.training_done()
-    tracker.run.end_training()
+    client, run_id = finished_run
     monkeypatch.setenv("DVC_STAGE", "sample")
     with pytest.raises(CharRNNError, match="top_k"):
         with PipelineRun.reopen(run_id):

@@ -33,7 +33,15 @@ from charrnn.generation.sample import writing
 from charrnn.params import GENERATION_PRECISIONS, SCHEMA, check_value
 from charrnn.play.catalogue import Catalogue
 from charrnn.servers import TooLarge, bounded_body
-from charrnn.serving.request_rules import MAX_LENGTH, MAX_PRIME, MAX_TOTAL_LENGTH, OPTIONS, check_bounds, checked_option
+from charrnn.serving.request_rules import (
+    MAX_LENGTH,
+    MAX_PRIME,
+    MAX_TOTAL_LENGTH,
+    OPTIONS,
+    check_bounds,
+    checked_option,
+    default_top_k,
+)
 from charrnn.serving.turns import Stopped, Turns
 
 PAGE = Path(__file__).parent / "page"
@@ -169,8 +177,8 @@ class Job:
                     f"{ids[0]} learned '{loaded[0][1].corpus}' and {model_id} '{vocab.corpus}': "
                     "models of different corpora are not compared"
                 )
-        if "top_k" not in asked:  # the default, at most the vocabulary's size
-            options["top_k"] = min(options["top_k"], len(loaded[0][1]))
+        if "top_k" not in asked:
+            options["top_k"] = default_top_k(len(loaded[0][1]))
         self.streams = []
         for _model_id, (model, vocab, facts) in zip(ids, loaded):
             prime, used, steps = writing(

@@ -17,7 +17,7 @@ from charrnn.core import checkpoint
 from charrnn.errors import CharRNNError
 from charrnn.generation.sample import generate
 from charrnn.params import SCHEMA
-from charrnn.serving.request_rules import OPTIONS, check_bounds, check_count, checked_option
+from charrnn.serving.request_rules import OPTIONS, check_bounds, check_count, checked_option, default_top_k
 from charrnn.serving.turns import Busy, Turns
 
 DEFAULT_PRECISION = SCHEMA["sample.precision"].default  # auto, as the sample stage and the CLI
@@ -85,7 +85,7 @@ def checked_rows(model_input, vocab_size):
         raise CharRNNError("the input needs a 'prime' column")
     records = table.to_dict("records")
     check_count(len(records))
-    defaults = {**OPTIONS, "top_k": min(OPTIONS["top_k"], vocab_size)}
+    defaults = {**OPTIONS, "top_k": default_top_k(vocab_size)}
     rows = [
         {
             name: checked_option(name, record.get(name, defaults.get(name)), f"row {number}: ")

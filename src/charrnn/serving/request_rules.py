@@ -15,6 +15,12 @@ MAX_TOTAL_LENGTH = 20_000  # characters to write in the whole request
 OPTIONS = {"length": 200, "temperature": 1.0, "top_k": 5, "top_p": 1.0, "seed": 0}  # the default of each option
 
 
+def default_top_k(vocab_size):
+    """The top_k of a request that gives none: OPTIONS' default, at most the vocabulary's size (a corpus
+    of 4 characters would refuse 5)."""
+    return min(OPTIONS["top_k"], vocab_size)
+
+
 def checked_option(name, value, where=""):
     """`value` of the option `name` (prime or one of OPTIONS) by params.yaml's rule for sample.<name>,
     as a plain value; `where` prefixes the error (e.g. "row 2: ")."""

@@ -104,7 +104,7 @@ class TrainingTracker:
                 store = redacted(tracking_uri())
                 print(f"MLflow run {resumed_run_id} of the resumed training: {why} {store}: starting a new run")
             else:
-                self.run = PipelineRun.reopen(resumed_run_id)
+                self.run = PipelineRun(client, resumed_run_id)  # found and not deleted, just above
                 client.update_run(self.run.id, status="RUNNING")
                 self._end_abandoned_runs(client)
                 logged = {metric.step for metric in client.get_metric_history(self.run.id, CURVES["val_loss"])}

@@ -22,6 +22,7 @@ from charrnn import modules
 from charrnn.core import checkpoint
 from charrnn.params import SCHEMA
 from charrnn.serving.pyfunc import SIGNATURE
+from charrnn.serving.request_rules import default_top_k
 from charrnn.tracking.plots import plot_losses
 from charrnn.tracking.runs import label, model_safe
 
@@ -107,7 +108,7 @@ def example_input(chars):
     prime = SCHEMA["sample.prime"].default
     if not set(prime) <= set(chars):
         prime = "".join([char for char in chars if char.isalpha()][:3] or chars[-1:])
-    top_k = min(5, len(chars))
+    top_k = default_top_k(len(chars))
     return pd.DataFrame({"prime": [prime], "length": [100], "temperature": [0.8], "top_k": [top_k], "seed": [0]})
 
 
