@@ -261,6 +261,7 @@ def test_another_sites_page_cannot_make_it_write(page):
 def test_large_requests_in_flight_are_bounded_and_closing_them_frees_their_places(page):
     from charrnn.serving.turns import MAX_LARGE
 
+    assert post(page, {"models": ["models/best.pt"], "prime": PRIME, "length": 100})[1][-1][0] == "done"  # its speed
     long = json.dumps({"models": ["models/best.pt"] * 2, "prime": PRIME, "length": 10_000, "top_p": 0.5}).encode()
     opened = []
     try:
@@ -282,6 +283,24 @@ def test_large_requests_in_flight_are_bounded_and_closing_them_frees_their_place
     status, stream = post(page, {"models": ["models/best.pt"] * 2, "prime": PRIME, "length": 1000})
     assert stream[-1][0] == "done"  # a large request is admitted again
     assert_idle(page.server)
+
+
+def test_a_request_stopped_between_two_events_gives_its_turn_back_at_once(built, monkeypatch):
+    """The tab closes while an event is on its way: the request, paused at that event and holding its
+    turn, is stopped there (nothing would ever resume it), and the next request computes at once."""
+    from charrnn.play.app import Job
+    from charrnn.play.catalogue import Catalogue
+    from charrnn.serving.turns import Turns
+
+    monkeypatch.chdir(built.root)  # its store, as `charrnn play` there finds it
+    turns = Turns(timeout=10)
+    job = Job(Catalogue(built.root), turns, {"models": ["models/best.pt"], "prime": PRIME, "length": 5000}, "cpu")
+    assert job.next_event().startswith("event: start")
+    assert job.next_event().startswith("event: text")  # written in the request's turn
+    job.stop()
+    with turns.request(10) as other:  # waited for the turn until its timeout (TimedOut) before
+        assert turns._computing is other
+    assert job.next_event() is None
 
 
 def test_the_page_answers_its_own_host_names_only(page):

@@ -7,7 +7,7 @@ that side-by-side texts grow together. A request is checked by the served model'
 (serving/turns.py): one request at a time, the one with the fewest characters left first, a large
 one refused while the server is busy. A closed tab or the page's Stop ends the request: the stream is
 cancelled when the connection closes, and the request stops at its next character (or leaves the
-queue, if it was waiting for its turn).
+queue, if it was waiting for its turn; or at once, between two events).
 
 Each request waits for its turn and computes in a thread of a pool of its own (GENERATION_THREADS;
 more requests in flight are refused as busy), so that requests waiting never take the thread the one
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import anyio
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -84,7 +85,10 @@ def create_app(root, device="cpu", allowed_hosts=("127.0.0.1", "localhost")):
         if not threads:
             threads.append(anyio.CapacityLimiter(GENERATION_THREADS))
         return StreamingResponse(
-            _in_thread(job, threads[0]), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+            _in_thread(job, threads[0]),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+            background=BackgroundTask(job.stop),  # however the stream ended: Starlette runs it after a disconnect too
         )
 
     async def settings(request):
@@ -135,16 +139,12 @@ async def _json_body(request):
 
 async def _in_thread(job, threads):
     """The job's events, each computed in a thread of `threads`. When the connection closes, Starlette
-    cancels the stream: the job is told to stop, and its thread, left to end on its own, stops at the
-    next character or leaves the queue of turns."""
-    events = job.events()
-    try:
-        while (
-            event := await anyio.to_thread.run_sync(next, events, None, abandon_on_cancel=True, limiter=threads)
-        ) is not None:
-            yield event
-    finally:
-        job.stop()
+    cancels the stream (a thread computing is left to end on its own) and runs the response's
+    background task, job.stop()."""
+    while (
+        event := await anyio.to_thread.run_sync(job.next_event, abandon_on_cancel=True, limiter=threads)
+    ) is not None:
+        yield event
 
 
 def sse(name, data):
@@ -196,13 +196,34 @@ class Job:
             self.streams.append((vocab, steps, {**facts, "precision": used}))
         self.turns, self.prime, self.length = turns, prime, options["length"]
         self.stopped = threading.Event()
+        self._events, self._computing, self._lock = self._event_stream(), False, threading.Lock()
+
+    def next_event(self):
+        """The next event, computed here (a thread), or None once the events end or the job is stopped.
+        A stopped job's events are closed here or by stop(), whichever comes last: between two events
+        they hold the request's turn, and nothing else would ever resume them to let it go."""
+        with self._lock:
+            if self.stopped.is_set():
+                return None
+            self._computing = True
+        event = next(self._events, None)
+        with self._lock:
+            self._computing = False
+            if self.stopped.is_set():
+                self._events.close()
+                return None
+        return event
 
     def stop(self):
-        """Whoever asked is gone: stop at the next character, or leave the queue."""
-        self.stopped.set()
+        """Whoever asked is gone: stop at the next character, or leave the queue; between two events,
+        at once."""
+        with self._lock:
+            self.stopped.set()
+            if not self._computing:
+                self._events.close()
         self.turns.wake()
 
-    def events(self):
+    def _event_stream(self):
         """The request's events: `start` (each text's model and prime), `text` (the characters written
         since the last, per text), then `done` (or `error`, whose message names no code or path)."""
         yield sse("start", {"prime": self.prime, "texts": [facts for _, _, facts in self.streams]})
