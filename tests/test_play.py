@@ -294,7 +294,7 @@ def test_a_request_stopped_between_two_events_gives_its_turn_back_at_once(built,
 
     monkeypatch.chdir(built.root)  # its store, as `charrnn play` there finds it
     turns = Turns(timeout=10)
-    job = Job(Catalogue(built.root), turns, {"models": ["models/best.pt"], "prime": PRIME, "length": 5000}, "cpu")
+    job = Job(Catalogue(built.root), turns, {"models": ["models/best.pt"], "prime": PRIME, "length": 10_000}, "cpu")
     assert job.next_event().startswith("event: start")
     assert job.next_event().startswith("event: text")  # written in the request's turn
     job.stop()
