@@ -17,9 +17,12 @@ from helpers.running import interrupting
 def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
     write_params(project.root, **PIPELINE)
 
-    first = project("repro").stdout
+    repro = project("repro")
+    first = repro.stdout
     for stage in ("fetch", "prepare", "split", "train", "evaluate", "log_models", "sample", "register"):
         assert f"Running stage '{stage}'" in first
+    assert "logged 2 checkpoints as models" in first  # the stages' own lines, not MLflow's INFO lines:
+    assert " INFO mlflow" not in first + repro.stderr  # "Creating initial MLflow database tables...", ...
     vocab = json.loads((project.root / "data/prepared/vocab.json").read_text())
     assert vocab["corpus"] == "hamlet" and vocab["chars"] == sorted(vocab["chars"])
     sizes = json.loads((project.root / "data/split/split.json").read_text())

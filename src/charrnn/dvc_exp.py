@@ -7,6 +7,7 @@ package knows DVC's internals."""
 
 import functools
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def queue_workers(root):
 
 def stage(main):
     """A stage script's entry point: exit_on_error's one-line errors, freed memory kept for reuse
-    (memory.py), and under `dvc repro` (DVC_STAGE set)
+    (memory.py), MLflow's INFO lines left out (quiet_mlflow), and under `dvc repro` (DVC_STAGE set)
     an error when the stage's inputs changed while it ran (params.yaml edited, a data file replaced).
     DVC records a stage's inputs as they are when it ends, and would pair the new ones with outputs made
     from the old: dvc.lock said lstm_size 48 of a best.pt of 32, and `dvc status` up to date."""
@@ -55,6 +56,7 @@ def stage(main):
     @functools.wraps(main)
     def checked(*args, **kwargs):
         keep_freed_memory()  # a stage computes in bulk and ends: see memory.py
+        quiet_mlflow()
         name = os.environ.get("DVC_STAGE")
         if not name or not Path("dvc.yaml").is_file():
             return main(*args, **kwargs)
@@ -74,6 +76,18 @@ def stage(main):
         return result
 
     return checked
+
+
+def quiet_mlflow():
+    """MLflow's loggers at WARNING unless MLFLOW_LOGGING_LEVEL says otherwise: a stage says itself what
+    MLflow did ("registered charrnn-anna version 3"), and MLflow's INFO lines only repeated it or were
+    noise in the first run's output ("Creating initial MLflow database tables...", "Validating input
+    example against model signature" once per logged model). Set for an MLflow imported later (it reads
+    the variable on import, also in the processes a stage starts) and for one imported already."""
+    if os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        return
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 
 EXPERIMENT_VALUES = "params.yaml holds this experiment's values: dvc exp run -S wrote them there, and DVC leaves them"
