@@ -284,6 +284,7 @@ def test_served_champion_answers_over_http(built):
             thread.start()
         for thread in crowd:
             thread.join()
+        assert len(answers["large"]) == 5, answers["large"]  # each answered (a thread that raised added none)
         assert [status for status, _ in answers["small"]] == [200] * 5
         assert all(
             status == 200

@@ -24,6 +24,8 @@ SMALL = 1_000  # characters (prime + generated): a request this small is always 
 MAX_LARGE = 3  # larger requests in flight at once (the server has a few threads for all requests)
 SLICE = 16  # generation steps between chances to hand the turn to a smaller request
 HEADROOM = 0.5  # admit a large request if the work in flight takes at most this share of the timeout
+SMOOTHING = 0.2  # the weight of the newest slice in the speed: one slice slowed (a thread switch, an
+# event sent between two of its steps) should not refuse the next large request
 
 
 class Busy(CharRNNError):
@@ -53,7 +55,7 @@ class Turns:
         self._arrival = itertools.count()
         self._computing = None
         self._admitted = set()
-        self.rate = None  # characters per second, measured over the last slice computed
+        self.rate = None  # characters per second: the slices computed, newer ones weighing more (SMOOTHING)
 
     @property
     def large_in_flight(self):
@@ -133,7 +135,8 @@ class Request:
         turns = self.turns
         now = time.monotonic()
         if self.slice_start is not None:
-            turns.rate = SLICE / max(now - self.slice_start, 1e-9)
+            measured = SLICE / max(now - self.slice_start, 1e-9)
+            turns.rate = measured if turns.rate is None else (1 - SMOOTHING) * turns.rate + SMOOTHING * measured
         self.slice_start = now
         with turns._changed:
             if not turns._waiting or turns._waiting[0][0] >= self.left:
