@@ -1,6 +1,7 @@
 """Servers on 127.0.0.1: a free port, a charrnn or MLflow command serving there, waiting for one to answer,
 a JSON request."""
 
+import http.client
 import json
 import socket
 import subprocess
@@ -25,7 +26,7 @@ def wait_for(url, process, seconds=180):
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
-        except OSError:
+        except (OSError, http.client.HTTPException):  # not yet listening (or, rarely, connected to itself)
             time.sleep(0.5)
     raise AssertionError(f"{url} did not answer within {seconds} s")
 
