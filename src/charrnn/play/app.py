@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from charrnn.errors import CharRNNError
 from charrnn.generation.sample import writing
-from charrnn.params import GENERATION_PRECISIONS, SCHEMA, check_value
+from charrnn.params import GENERATION_PRECISIONS, SCHEMA
 from charrnn.play.catalogue import Catalogue
 from charrnn.servers import TooLarge, bounded_body
 from charrnn.serving.request_rules import (
@@ -166,9 +166,7 @@ class Job:
                 f"unknown option {unknown[0][:40]!r}: the options are prime, {', '.join(OPTIONS)} and precision"
             )
         options = {name: checked_option(name, asked.get(name, OPTIONS.get(name))) for name in ("prime", *OPTIONS)}
-        precision = check_value(
-            "sample.precision", asked.get("precision", SCHEMA["sample.precision"].default), "request"
-        )
+        precision = checked_option("precision", asked.get("precision", SCHEMA["sample.precision"].default))
         check_bounds([options] * len(ids))
         loaded = [catalogue.load(model_id) for model_id in ids]
         for model_id, (_, vocab, _facts) in zip(ids, loaded):

@@ -22,7 +22,7 @@ def default_top_k(vocab_size):
 
 
 def checked_option(name, value, where=""):
-    """`value` of the option `name` (prime or one of OPTIONS) by params.yaml's rule for sample.<name>,
+    """`value` of the option `name` (prime, precision or one of OPTIONS) by params.yaml's rule for sample.<name>,
     as a plain value; `where` prefixes the error (e.g. "row 2: ")."""
     if hasattr(value, "item") and not isinstance(value, str):
         value = value.item()  # a numpy scalar of a DataFrame
