@@ -23,6 +23,7 @@ def test_repro_builds_the_chain_and_reruns_only_what_changed(project):
         assert f"Running stage '{stage}'" in first
     assert "logged 2 checkpoints as models" in first  # the stages' own lines, not MLflow's INFO lines:
     assert " INFO mlflow" not in first + repro.stderr  # "Creating initial MLflow database tables...", ...
+    assert "registered charrnn-hamlet version 1" in first and "Created version" not in first + repro.stderr
     vocab = json.loads((project.root / "data/prepared/vocab.json").read_text())
     assert vocab["corpus"] == "hamlet" and vocab["chars"] == sorted(vocab["chars"])
     sizes = json.loads((project.root / "data/split/split.json").read_text())

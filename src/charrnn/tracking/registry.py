@@ -5,8 +5,8 @@ import math
 import time
 from datetime import datetime, timezone
 
-import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import ALREADY_EXISTS, RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT
 
 from charrnn.errors import CharRNNError
@@ -47,7 +47,7 @@ def register(run, model_id, corpus_name, evaluation, key):
         for tag, value in tags.items():
             run.client.set_model_version_tag(name, version, tag, value)
     else:
-        version = str(mlflow.register_model(f"models:/{model_id}", name, tags=tags).version)
+        version = str(_new_version(run.client, name, model_id, tags))
     logged = run.client.get_logged_model(model_id)
     scores = "; ".join(f"{metric.split('_')[0]} {value} bpc" for metric, value in bits.items())
     commit = f" Commit {history['git_commit'][:12]}." if "git_commit" in history else ""
@@ -56,6 +56,18 @@ def register(run, model_id, corpus_name, evaluation, key):
         name, version, description=(f"{logged.name}: {scores}. Params: {params}.{commit}{experiment}")
     )
     return version
+
+
+def _new_version(client, name, model_id, tags):
+    """A new version of the registered model `name` (made if it is new) from the logged model `model_id`:
+    mlflow.register_model's calls, without the lines it prints ("Registered model ... already exists.
+    Creating a new version of this model...", "Created version ..."): register says it in its own."""
+    try:
+        client.create_registered_model(name)
+    except MlflowException as err:  # made already (also by a clone registering at the same moment)
+        if err.error_code not in (ErrorCode.Name(RESOURCE_ALREADY_EXISTS), ErrorCode.Name(ALREADY_EXISTS)):
+            raise
+    return client.create_model_version(name, f"models:/{model_id}", tags=tags, model_id=model_id).version
 
 
 def promote(client, name, key, dry_run=False, switch_split=False):
