@@ -249,7 +249,7 @@ def test_cli_precision_flag(trained):
     "option, value, rule",
     [
         ("--seed", "-1", "an integer from 0 to 4294967295"),
-        ("--temperature", "nan", "a number >= 0"),
+        ("--temperature", "nan", "a finite number >= 0"),
         ("--length", "1.5", "an integer >= 0"),
         ("--top-k", "0", "an integer from 1"),
         ("--threads", "0", "auto or an integer >= 1"),

@@ -104,8 +104,11 @@ def test_the_served_model_refuses_what_the_cli_refuses_and_bounds_a_request(trai
         ({"prime": [None]}, "row 1: prime must be a non-empty text (got None)"),
         ({"prime": [nan]}, "row 1: prime must be a non-empty text (got nan)"),
         ({"prime": [["a", "b"]]}, "row 1: prime must be a non-empty text (got ['a', 'b'])"),
-        ({"prime": ["the", "the"], "temperature": [0.5, nan]}, "row 2: temperature must be a number >= 0"),
-        ({"prime": ["the"], "temperature": [inf]}, "row 1: temperature must be a number >= 0 (0 = greedy) (got inf)"),
+        ({"prime": ["the", "the"], "temperature": [0.5, nan]}, "row 2: temperature must be a finite number >= 0"),
+        (
+            {"prime": ["the"], "temperature": [inf]},
+            "row 1: temperature must be a finite number >= 0 (0 = greedy) (got inf)",
+        ),
         ({"prime": ["the"], "seed": [-1]}, "row 1: seed must be an integer from 0 to 4294967295 (got -1)"),
         ({"prime": ["the"], "length": [1.5]}, "row 1: length must be an integer >= 0 (got 1.5)"),
         ({"prime": ["the"], "top_p": [0.0]}, "row 1: top_p must be a number in (0, 1] (1 = off) (got 0.0)"),

@@ -78,7 +78,7 @@ class Sample(_Section):
 
     prime: str = _param(Param("Far", str, "a non-empty text", lambda value: value != ""))
     length: int = _param(Param(2000, int, "an integer >= 0", _at_least(0)))
-    temperature: float = _param(Param(1.0, float, "a number >= 0 (0 = greedy)", _at_least(0)))
+    temperature: float = _param(Param(1.0, float, "a finite number >= 0 (0 = greedy)", _at_least(0)))
     top_k: int | None = _param(
         Param(5, int, "an integer from 1 to the vocabulary size, or null for off", _at_least(1), nullable=True)
     )
@@ -122,11 +122,11 @@ class Params(_Section):
     batch_size: int = _param(Param(32, int, "an integer >= 1", _at_least(1)))
     num_steps: int = _param(Param(32, int, "an integer >= 1", _at_least(1)))
     epochs: int = _param(Param(2, int, "an integer >= 1", _at_least(1)))
-    learning_rate: float = _param(Param(0.005, float, "a number > 0", lambda value: value > 0))
+    learning_rate: float = _param(Param(0.005, float, "a finite number > 0", lambda value: value > 0))
     lr_schedule: str = _param(_one_of("cosine", "constant"))
     warmup_steps: int = _param(Param(100, int, "an integer >= 0", _at_least(0)))
-    min_lr: float = _param(Param(0.0001, float, "a number >= 0", _at_least(0)))
-    grad_clip: float = _param(Param(5.0, float, "a number > 0", lambda value: value > 0))
+    min_lr: float = _param(Param(0.0001, float, "a finite number >= 0", _at_least(0)))
+    grad_clip: float = _param(Param(5.0, float, "a finite number > 0", lambda value: value > 0))
     seed: int = _param(Param(1234, int, SEED_RULE, _is_seed))
     eval_every: int = _param(Param(200, int, "an integer >= 1", _at_least(1)))
     keep_checkpoints: int = _param(Param(1000, int, "an integer >= 0 (0 = off)", _at_least(0)))
