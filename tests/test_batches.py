@@ -34,3 +34,14 @@ def test_windows_are_read_from_a_memory_map(tmp_path):
     assert isinstance(inputs.base, np.memmap) or isinstance(inputs, np.memmap)
     x, _ = next(windows(ids, 4, 10, "cpu", start=2))
     assert x[0, 0].item() == 20
+
+
+def test_a_window_never_aliases_the_read_only_memory_map(tmp_path):
+    """One stream (batch_size 1, or the protocol's single stream of a small split) makes a window a contiguous
+    slice of the map: torch would alias read-only memory and warn of undefined behaviour."""
+    np.save(tmp_path / "ids.npy", np.arange(500, dtype=np.uint8))
+    ids = np.load(tmp_path / "ids.npy", mmap_mode="r")
+    for batch_size in (1, 4):
+        for x, y in windows(ids, batch_size, 10, "cpu", partial=True):
+            assert not np.shares_memory(x.numpy(), ids) and not np.shares_memory(y.numpy(), ids)
+            assert x.numpy().flags.writeable

@@ -37,7 +37,9 @@ def windows(ids, batch_size, num_steps, device, start=0, partial=False):
 
 
 def _tensor(view, device):
-    return torch.from_numpy(np.ascontiguousarray(view)).to(device, non_blocking=True)
+    """A copy of `view`: a window that is a contiguous slice of the read-only map (one stream) would otherwise
+    be aliased by the tensor, which torch warns is undefined behaviour."""
+    return torch.from_numpy(np.array(view, order="C")).to(device, non_blocking=True)
 
 
 def load_ids(path):
